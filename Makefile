@@ -1,0 +1,23 @@
+# One entry point for people and CI: `make check` is what .ci/run runs.
+UV ?= uv
+
+.PHONY: check lint types test fmt schemas
+
+check: lint types test
+
+lint:
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+
+types:
+	$(UV) run --frozen mypy
+
+test:
+	$(UV) run --frozen pytest
+
+fmt:
+	$(UV) run --frozen ruff format .
+	$(UV) run --frozen ruff check --fix .
+
+schemas:
+	$(UV) run --frozen bridge schemas

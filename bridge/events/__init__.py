@@ -1,0 +1,1 @@
+"""The bridge's canonical data: CloudEvents it publishes, the callbacks and commands it reads."""

@@ -1,0 +1,96 @@
+"""The CloudEvents 1.0 envelope (structured JSON mode) of every event the bridge publishes.
+
+The receiver (callbacks) and the worker (command results) both publish ``CloudEvent``s with a type
+from ``EventType``; this module is the one place that turns an event into AMQP bytes and
+properties. Pure code; no I/O here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from bridge.broker.publisher import CLOUDEVENTS_JSON, Envelope
+
+_PREFIX = "io.catapult-bridge"
+
+
+class EventType(StrEnum):
+    """What happened, versioned. A breaking change to an event's ``data`` bumps the suffix."""
+
+    MESSAGE_RECEIVED = f"{_PREFIX}.message.received.v1"
+    MESSAGE_SENDING = f"{_PREFIX}.message.sending.v1"
+    MESSAGE_SENT = f"{_PREFIX}.message.sent.v1"
+    MESSAGE_FAILED = f"{_PREFIX}.message.failed.v1"
+    MESSAGE_DELIVERED = f"{_PREFIX}.message.delivered.v1"
+    MESSAGE_NOT_DELIVERED = f"{_PREFIX}.message.not-delivered.v1"
+    SEND_SUCCEEDED = f"{_PREFIX}.command.send.succeeded.v1"
+    SEND_FAILED = f"{_PREFIX}.command.send.failed.v1"
+    IMPORT_SUCCEEDED = f"{_PREFIX}.command.import.succeeded.v1"
+    IMPORT_ALREADY_IMPORTED = f"{_PREFIX}.command.import.already-imported.v1"
+    IMPORT_FAILED = f"{_PREFIX}.command.import.failed.v1"
+
+
+class CloudEvent(BaseModel):
+    """A CloudEvents 1.0 event; ``correlationid`` is an extension attribute."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    type: EventType
+    subject: str | None = None
+    time: datetime
+    datacontenttype: Literal["application/json"] = "application/json"
+    correlationid: str | None = None
+    data: dict[str, Any]
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json", exclude_none=True))
+
+    def to_envelope(
+        self,
+        *,
+        routing_key: str,
+        headers: dict[str, Any] | None = None,
+        correlation_id: str | None = None,
+    ) -> Envelope:
+        """AMQP message for this event: ``message_id`` is the event id, ``type`` its type.
+
+        ``headers`` carry what consumers route on without parsing the body; the CloudEvents
+        attributes are always among them (``ce-`` prefix, as the AMQP binding names them).
+        """
+        all_headers: dict[str, Any] = {
+            "ce-specversion": self.specversion,
+            "ce-id": self.id,
+            "ce-source": self.source,
+            "ce-type": str(self.type),
+            "ce-time": self.time.isoformat(),
+        }
+        if self.subject is not None:
+            all_headers["ce-subject"] = self.subject
+        if self.correlationid is not None:
+            all_headers["ce-correlationid"] = self.correlationid
+        all_headers.update(headers or {})
+        return Envelope(
+            body=self.to_json(),
+            routing_key=routing_key,
+            message_id=self.id,
+            type=str(self.type),
+            content_type=CLOUDEVENTS_JSON,
+            headers=all_headers,
+            correlation_id=correlation_id or self.correlationid,
+            timestamp=self.time,
+        )
+
+
+def deterministic_id(*parts: str) -> str:
+    """A stable event id from the parts that identify what happened (same input, same id)."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    return digest[:32]

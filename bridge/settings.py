@@ -1,0 +1,269 @@
+"""The bridge's one settings tree.
+
+Layers, lowest first: the defaults written here < a TOML file (``config/bridge.toml`` documents
+every key) < environment variables (``BRIDGE_`` prefix, ``__`` between levels, e.g.
+``BRIDGE_BROKER__URL``) < explicit overrides (command-line flags). The tree is frozen and every
+level forbids unknown keys, so a typo stops the start with the setting's dotted name. Secrets are
+``SecretStr`` and URLs carrying passwords are shown masked; nothing here ever prints a secret.
+
+Loaded once at start-up (``load_settings``) and passed down; no module reads the environment itself.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+# The embedded simulator's well-known identities. They are documented in the README and are not
+# secrets: they only open a simulator on the loopback interface.
+SIMULATOR_USER_ID = "u-simulatoruser2345abcdefg"
+SIMULATOR_API_TOKEN = "t-simulatortoken234abcdefg"  # noqa: S105
+SIMULATOR_API_SECRET = "simulator-secret"  # noqa: S105
+SIMULATOR_DASHBOARD_ACCOUNT_ID = "9900000"
+SIMULATOR_DASHBOARD_USER_NAME = "dashboard-user"
+SIMULATOR_DASHBOARD_PASSWORD = "dashboard-password"  # noqa: S105
+
+
+def masked_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for logs, errors and reprs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username or ''}:***@{host}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CatapultSettings(_Section):
+    """Where and how to reach Catapult. No ``base_url``: the embedded simulator is used."""
+
+    base_url: str | None = None
+    user_id: str | None = None
+    api_token: SecretStr | None = None
+    api_secret: SecretStr | None = None
+    timeout_s: PositiveFloat = 10.0
+    connect_timeout_s: PositiveFloat = 3.0
+    max_connections: PositiveInt = 64
+    # Dashboard credentials used by number-import commands that carry none of their own.
+    dashboard_account_id: str | None = None
+    dashboard_user_name: str | None = None
+    dashboard_password: SecretStr | None = None
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.base_url is None
+
+    @model_validator(mode="after")
+    def _credentials_with_base_url(self) -> CatapultSettings:
+        if self.base_url is not None:
+            missing = [
+                f"catapult.{name}"
+                for name in ("user_id", "api_token", "api_secret")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"catapult.base_url is set, so {', '.join(missing)} must be set too "
+                    "(leave catapult.base_url unset to run against the embedded simulator)"
+                )
+        return self
+
+
+class BrokerSettings(_Section):
+    """RabbitMQ connection and the names of everything the bridge declares."""
+
+    url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    queue_type: Literal["quorum", "classic"] = "quorum"
+    events_exchange: str = "bridge.events"
+    dead_letter_exchange: str = "bridge.dead-letter"
+    inbound_queue: str = "inbound.sms"
+    status_queue: str = "outbound.status"
+    send_queue: str = "outbound.sms"
+    import_queue: str = "outbound.import"
+    results_suffix: str = ".results"
+    dead_letter_suffix: str = ".dead"
+    confirm_timeout_s: PositiveFloat = 3.0
+    connect_timeout_s: PositiveFloat = 5.0
+    heartbeat_s: PositiveInt = 30
+    # Broker-side backstop against a message that crashes a consumer over and over (quorum only).
+    delivery_limit: PositiveInt = 20
+
+    @property
+    def display_url(self) -> str:
+        return masked_url(self.url.get_secret_value())
+
+
+class ReceiverSettings(_Section):
+    """The HTTP side that Catapult calls back."""
+
+    host: str = "0.0.0.0"  # noqa: S104 - a sidecar listens for Catapult on its pod's interfaces
+    port: Port = 8080
+    path: str = "/catapult/messages"
+    # HTTP Basic credentials expected on callbacks (Catapult v1 sends them from user:pass@ in URLs).
+    username: str | None = None
+    password: SecretStr | None = None
+    # Optional secret path segment: callbacks are then served at {path}/{path_token}.
+    path_token: SecretStr | None = None
+    allow_unauthenticated: bool = False
+    # Public base URL Catapult should call (used when the bridge configures the embedded simulator).
+    public_url: str | None = None
+    max_body_bytes: PositiveInt = 64 * 1024
+    source: str = "catapult-bridge/receiver"
+    dedup_window_s: Annotated[float, Field(ge=0)] = 600.0
+    dedup_max_entries: PositiveInt = 100_000
+    spool_enabled: bool = True
+    spool_dir: Path = Path("var/spool")
+    spool_max_bytes: PositiveInt = 256 * 1024 * 1024
+    shutdown_timeout_s: PositiveFloat = 10.0
+
+    @model_validator(mode="after")
+    def _password_with_username(self) -> ReceiverSettings:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("receiver.username and receiver.password must be set together")
+        return self
+
+    @property
+    def has_credentials(self) -> bool:
+        return self.username is not None or self.path_token is not None
+
+
+class WorkerSettings(_Section):
+    """The command side: RabbitMQ to Catapult."""
+
+    concurrency: PositiveInt = 16
+    number_concurrency: PositiveInt = 4
+    call_timeout_s: PositiveFloat = 15.0
+    drain_timeout_s: PositiveFloat = 20.0
+    # Token buckets matching Catapult's defaults; 0 switches a limit off.
+    account_messages_per_s: Annotated[float, Field(ge=0)] = 1.0
+    number_messages_per_s: Annotated[float, Field(ge=0)] = 1.0
+    # Numbers sending at application-to-person rates: only the account limit applies to them.
+    a2p_numbers: tuple[str, ...] = ()
+    number_requests_per_min: Annotated[float, Field(ge=0)] = 100.0
+    batch_max: Annotated[int, Field(ge=1, le=50)] = 50
+    max_attempts: PositiveInt = 6
+    retry_delays_s: tuple[PositiveFloat, ...] = (1.0, 5.0, 30.0, 120.0, 600.0)
+    # How far back the ambiguous-outcome lookup searches the sender's messages.
+    lookup_window_s: PositiveFloat = 900.0
+    health_port: Port = 8081
+    health_host: str = "0.0.0.0"  # noqa: S104 - probes come from the orchestrator
+
+
+class SimulatorSettings(_Section):
+    """The embedded Catapult v1 simulator (also ``bridge simulator``)."""
+
+    host: str = "127.0.0.1"
+    port: Port = 8090
+    user_id: str = SIMULATOR_USER_ID
+    api_token: str = SIMULATOR_API_TOKEN
+    api_secret: SecretStr = SecretStr(SIMULATOR_API_SECRET)
+    dashboard_account_id: str = SIMULATOR_DASHBOARD_ACCOUNT_ID
+    dashboard_user_name: str = SIMULATOR_DASHBOARD_USER_NAME
+    dashboard_password: SecretStr = SecretStr(SIMULATOR_DASHBOARD_PASSWORD)
+    # Numbers held by the Dashboard account, importable with provider bandwidth-dashboard.
+    dashboard_numbers: tuple[str, ...] = tuple(f"+1919555{n:04d}" for n in range(100, 120))
+    # Messages per second, averaged over 10 s; 0 switches a limit off.
+    account_messages_per_s: Annotated[float, Field(ge=0)] = 1.0
+    number_messages_per_s: Annotated[float, Field(ge=0)] = 1.0
+    # Other resource families (429 with X-RateLimit-Reset); 0 switches them off.
+    resource_requests_per_s: Annotated[float, Field(ge=0)] = 0.0
+    number_orders_per_min: Annotated[float, Field(ge=0)] = 100.0
+    latency_ms: Annotated[float, Field(ge=0)] = 0.0
+    error_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    ambiguous_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["plain", "json"] = "plain"
+
+
+class Settings(BaseSettings):
+    """Everything the bridge reads at start. Build it with ``load_settings``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BRIDGE_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    catapult: CatapultSettings = CatapultSettings()
+    broker: BrokerSettings = BrokerSettings()
+    receiver: ReceiverSettings = ReceiverSettings()
+    worker: WorkerSettings = WorkerSettings()
+    simulator: SimulatorSettings = SimulatorSettings()
+    log: LogSettings = LogSettings()
+
+
+class SettingsError(Exception):
+    """The settings cannot be loaded; the message names each setting and what is wrong with it."""
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown setting"
+        lines.append(f"  {name}: {message}")
+    return "invalid settings:\n" + "\n".join(lines)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Load the layered settings; raise ``SettingsError`` naming every bad setting.
+
+    ``overrides`` are nested dicts keyed like the tree (``receiver={"port": 9000}``): they win over
+    every other layer.
+    """
+    if config_file is not None:
+        if not config_file.is_file():
+            raise SettingsError(f"config file {config_file} does not exist")
+        try:
+            with config_file.open("rb") as fh:
+                tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {config_file} is not valid TOML: {exc}") from exc
+
+    class _Layered(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if config_file is not None:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+            return tuple(sources)
+
+    try:
+        return _Layered(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None

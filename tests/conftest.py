@@ -1,0 +1,6 @@
+"""Fixture registry: each part of the bridge keeps its fixtures in ``tests/fixtures/<part>.py``."""
+
+pytest_plugins = [
+    "tests.fixtures.broker",
+    "tests.fixtures.simulator",
+]

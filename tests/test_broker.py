@@ -1,0 +1,66 @@
+"""The shared broker plumbing against the real RabbitMQ: topology and confirmed publishing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aio_pika.abc import AbstractRobustConnection
+
+from bridge.broker import (
+    Envelope,
+    Publisher,
+    PublishFailed,
+    Topology,
+    declare_topology,
+    open_confirm_channel,
+)
+from bridge.broker.topology import INBOUND_MMS, INBOUND_SMS
+
+
+@pytest.mark.parametrize("queue_type", ["quorum", "classic"])
+async def test_topology_is_idempotent_and_routes(
+    amqp: AbstractRobustConnection, make_settings: Any, queue_type: str
+) -> None:
+    settings = make_settings(broker={"queue_type": queue_type})
+    topology = Topology.from_settings(settings)
+    channel = await open_confirm_channel(amqp)
+    await declare_topology(channel, topology)
+    exchanges = await declare_topology(channel, topology)  # twice: no PRECONDITION_FAILED
+
+    publisher = Publisher(channel, confirm_timeout_s=3)
+    for key in (INBOUND_SMS, INBOUND_MMS):
+        await publisher.publish(
+            exchanges.events,
+            Envelope(body=b"{}", routing_key=key, message_id=f"id-{key}", type="t"),
+        )
+    queue = await channel.get_queue(topology.inbound_queue, ensure=False)
+    received = [await queue.get(timeout=5), await queue.get(timeout=5)]
+    assert [m.message_id for m in received] == [f"id-{INBOUND_SMS}", f"id-{INBOUND_MMS}"]
+    assert all(m.delivery_mode == 2 for m in received)
+    await channel.close()
+
+
+async def test_unroutable_publish_fails(amqp: AbstractRobustConnection, make_settings: Any) -> None:
+    topology = Topology.from_settings(make_settings())
+    channel = await open_confirm_channel(amqp)
+    exchanges = await declare_topology(channel, topology)
+    publisher = Publisher(channel, confirm_timeout_s=3)
+    envelope = Envelope(
+        body=b"{}",
+        routing_key="nowhere.at.all",
+        message_id="x",
+        type="t",
+        timestamp=datetime.now(UTC),
+    )
+    with pytest.raises(PublishFailed) as caught:
+        await publisher.publish(exchanges.events, envelope)
+    assert caught.value.reason == "unroutable"
+    await channel.close()
+
+
+def test_retry_tier_picks_the_next_tier_up(make_settings: Any) -> None:
+    topology = Topology.from_settings(make_settings(worker={"retry_delays_s": [1, 5, 30]}))
+    assert [topology.retry_tier(d) for d in (0.2, 1, 2, 29, 31)] == [1, 1, 5, 30, 30]
+    assert topology.retry_queue(topology.send_queue, 5).endswith(".outbound.sms.retry.5s")
