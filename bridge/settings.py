@@ -137,11 +137,22 @@ class ReceiverSettings(_Section):
     spool_dir: Path = Path("var/spool")
     spool_max_bytes: PositiveInt = 256 * 1024 * 1024
     shutdown_timeout_s: PositiveFloat = 10.0
+    # Pause between attempts to reach RabbitMQ while it is down (first connection, spool drain).
+    retry_interval_s: PositiveFloat = 1.0
 
     @model_validator(mode="after")
-    def _password_with_username(self) -> ReceiverSettings:
+    def _credentials_and_path(self) -> ReceiverSettings:
         if (self.username is None) != (self.password is None):
             raise ValueError("receiver.username and receiver.password must be set together")
+        if self.username is not None and not self.username:
+            raise ValueError("receiver.username must not be empty")
+        if not self.path.startswith("/") or self.path.endswith("/") or "{" in self.path:
+            raise ValueError(
+                "receiver.path must start with '/', not end with '/' and hold no '{': "
+                f"{self.path!r}"
+            )
+        if self.path in ("/healthz", "/readyz", "/metrics"):
+            raise ValueError(f"receiver.path {self.path!r} is taken by a health endpoint")
         return self
 
     @property
@@ -152,7 +163,13 @@ class ReceiverSettings(_Section):
 class WorkerSettings(_Section):
     """The command side: RabbitMQ to Catapult."""
 
+    # Calls to Catapult in flight (one slot per request, a batch of sends is one request).
     concurrency: PositiveInt = 16
+    # Send commands held unacked at most (the send queue's prefetch: the memory bound); default
+    # concurrency x batch_max, so that every call slot can carry a full batch. Keep it at least
+    # the highest message rate times the shortest retry delay: parked sends come back once per
+    # delay tier.
+    prefetch: PositiveInt | None = None
     number_concurrency: PositiveInt = 4
     call_timeout_s: PositiveFloat = 15.0
     drain_timeout_s: PositiveFloat = 20.0
@@ -165,14 +182,34 @@ class WorkerSettings(_Section):
     batch_max: Annotated[int, Field(ge=1, le=50)] = 50
     max_attempts: PositiveInt = 6
     retry_delays_s: tuple[PositiveFloat, ...] = (1.0, 5.0, 30.0, 120.0, 600.0)
-    # How far back the ambiguous-outcome lookup searches the sender's messages.
+    # How far back the ambiguous-outcome lookup searches the sender's messages, and how many of
+    # them it reads at most.
     lookup_window_s: PositiveFloat = 900.0
+    lookup_max_messages: PositiveInt = 5000
+    # A sender keeps at most this many seconds of its sending in memory; later sends of that
+    # sender are parked in the delay queues, so one busy number never fills the prefetch window.
+    hold_s: PositiveFloat = 2.0
+    # The buckets run this fraction under the configured rates: Catapult counts sends when they
+    # arrive, and network jitter must not squeeze one send too many into its 10 s window.
+    rate_margin: Annotated[float, Field(ge=0, lt=1)] = 0.02
+    # Pause after a 403 message-rate-limit (Catapult gives no reset time); doubles while the
+    # 403s go on, up to the maximum.
+    rate_limit_pause_s: PositiveFloat = 1.0
+    rate_limit_pause_max_s: PositiveFloat = 10.0
     health_port: Port = 8081
     health_host: str = "0.0.0.0"  # noqa: S104 - probes come from the orchestrator
 
+    @property
+    def send_prefetch(self) -> int:
+        return self.prefetch or self.concurrency * self.batch_max
+
 
 class SimulatorSettings(_Section):
-    """The embedded Catapult v1 simulator (also ``bridge simulator``)."""
+    """The embedded Catapult v1 simulator (also ``bridge simulator``).
+
+    Limits default to the real platform's (AP-DOCS rateLimits/*); 0 switches a limit off. Faults
+    default to none; shares are probabilities per request, message or callback attempt.
+    """
 
     host: str = "127.0.0.1"
     port: Port = 8090
@@ -187,12 +224,37 @@ class SimulatorSettings(_Section):
     # Messages per second, averaged over 10 s; 0 switches a limit off.
     account_messages_per_s: Annotated[float, Field(ge=0)] = 1.0
     number_messages_per_s: Annotated[float, Field(ge=0)] = 1.0
-    # Other resource families (429 with X-RateLimit-Reset); 0 switches them off.
-    resource_requests_per_s: Annotated[float, Field(ge=0)] = 0.0
+    # Numbers sending at application-to-person rates: only the account limit applies to them.
+    a2p_numbers: tuple[str, ...] = ()
+    # Code of the account-wide 403 (the per-number one is always message-rate-limit-per-tn).
+    account_limit_code: Literal["message-rate-limit", "message-rate-limit-overall"] = (
+        "message-rate-limit"
+    )
+    # Other resource families (429 with X-RateLimit-Reset): token buckets of rate and burst.
+    resource_requests_per_s: Annotated[float, Field(ge=0)] = 1.0
+    resource_burst: PositiveInt = 1
     number_orders_per_min: Annotated[float, Field(ge=0)] = 100.0
+    number_orders_burst: PositiveInt = 800
+    number_reads_per_s: Annotated[float, Field(ge=0)] = 2000.0
+    number_reads_burst: PositiveInt = 3000
+    # Faults.
     latency_ms: Annotated[float, Field(ge=0)] = 0.0
     error_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
     ambiguous_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    gateway_unavailable_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    rate_limit_storm_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    duplicate_callback_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    reorder_receipts_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    callback_delay_ms: Annotated[float, Field(ge=0)] = 0.0
+    callback_failure_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    fault_seed: int | None = None
+    # Pause between the status events of one outbound message.
+    status_delay_ms: Annotated[float, Field(ge=0)] = 0.0
+    # Memory bounds: oldest entries are dropped first.
+    max_messages: PositiveInt = 200_000
+    max_requests_logged: PositiveInt = 10_000
+    max_callback_attempts: PositiveInt = 20_000
+    callback_max_connections: PositiveInt = 100
 
 
 class LogSettings(_Section):
@@ -263,6 +325,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
                 sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
             return tuple(sources)
 
+    # Reprs and error messages name the class users know.
+    _Layered.__name__ = _Layered.__qualname__ = Settings.__name__
     try:
         return _Layered(**overrides)
     except ValidationError as exc:
