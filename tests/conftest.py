@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.broker",
     "tests.fixtures.simulator",
+    "tests.fixtures.receiver",
 ]

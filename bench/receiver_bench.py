@@ -1,0 +1,512 @@
+"""Receiver benchmark: the full receiver against a naive publisher and a bare handler, same load.
+
+    uv run --frozen python bench/receiver_bench.py            # every server, both loads (~4 min)
+    uv run --frozen python bench/receiver_bench.py --quick    # shorter, for a smoke run
+
+Each server runs in a process of its own and takes the same Catapult v1 inbound SMS callback
+(JSON POST, every request a new message id so duplicate detection never short-cuts a publish):
+
+- ``receiver``: ``bridge.receiver`` with every feature on (Basic auth, validation, canonical
+  CloudEvent, dedup window, spool enabled, metrics), publishing persistent, mandatory and
+  confirmed into its quorum queue; 200 only after the confirm.
+- ``naive``: an aiohttp handler that publishes each body with aio-pika (persistent, mandatory) on
+  one confirm channel and awaits that publish's confirm before answering; no validation.
+- ``bare``: an aiohttp handler that reads the body and answers 200; publishes nothing.
+- ``serial`` (reference, not a baseline): ``naive`` with one publish in flight at a time, as a
+  blocking client would do it. aio-pika already lets concurrent handlers share one channel with
+  their confirms in flight together, so ``naive`` above gets that pipelining for free; this row
+  shows what it is worth.
+- ``dry`` (diagnostic): ``receiver`` with the publish replaced by nothing; with ``bare`` and
+  ``naive`` it splits the receiver's cost into HTTP, its own work, and publishing.
+
+The load generator is this script's own process (aiohttp client, 127.0.0.1 only), bounded in
+count and in time:
+
+1. offered rate: ``--rate`` callbacks/s on a fixed schedule (open loop, so a slow answer does not
+   slow the offer down) for ``--rate-seconds``; latency is counted from each request's scheduled
+   time, so queueing behind a slow answer counts too: p50, p99, and how many were not 200;
+2. saturation: ``--connections`` keep-alive connections, each sending its next request as soon as
+   the last is answered, until ``--requests`` answers or ``--seconds`` pass: callbacks/s, p50, p99.
+
+For both, the server process's CPU time per answered callback is shown (from /proc): on a small
+machine where the broker and the load generator share the CPUs, it is what throughput follows.
+
+Each variant's queue is purged before each phase, so no phase meets a backlog left by another.
+RabbitMQ must run at ``--amqp-url`` (default: the local broker). Queues and exchanges are named
+``bench-<random>.*`` and deleted afterwards. Results go to stdout as a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+import orjson
+from aiohttp import web
+
+USERNAME = "catapult"
+PASSWORD = "bench-password"
+AUTH = aiohttp.encode_basic_auth(USERNAME, PASSWORD)
+PATH = "/catapult/messages"
+VARIANTS = ("receiver", "naive", "bare", "serial", "dry")
+
+
+def callback_body(n: int) -> bytes:
+    return orjson.dumps(
+        {
+            "eventType": "sms",
+            "direction": "in",
+            "messageId": f"m-bench{n:018d}",
+            "messageUri": f"https://api.catapult.inetwork.com/v1/users/u-1/messages/m-bench{n:018d}",
+            "from": "+13233326955",
+            "to": "+13865245000",
+            "text": "Example",
+            "applicationId": "a-rj7jf3fz7teaqupveqpug3i",
+            "time": "2012-11-14T16:13:06.076Z",
+            "state": "received",
+            "segmentCount": 1,
+        }
+    )
+
+
+# Servers (run in a child process: ``receiver_bench.py serve VARIANT PORT PREFIX SPOOL``) ---------
+
+
+def bench_settings(amqp_url: str, prefix: str, spool_dir: str, port: int) -> Any:
+    from bridge.settings import load_settings
+
+    return load_settings(
+        broker={
+            "url": amqp_url,
+            "events_exchange": f"{prefix}.events",
+            "dead_letter_exchange": f"{prefix}.dead-letter",
+            "inbound_queue": f"{prefix}.inbound.sms",
+            "status_queue": f"{prefix}.outbound.status",
+            "send_queue": f"{prefix}.outbound.sms",
+            "import_queue": f"{prefix}.outbound.import",
+        },
+        receiver={
+            "username": USERNAME,
+            "password": PASSWORD,
+            "spool_dir": spool_dir,
+            "host": "127.0.0.1",
+            "port": port,
+        },
+        log={"level": "WARNING"},
+    )
+
+
+async def serve_receiver(
+    amqp_url: str, port: int, prefix: str, spool_dir: str, *, dry: bool = False
+) -> None:
+    """The receiver as a runner serves it: ``ReceiverServer`` with the settings' host and port.
+
+    ``dry``: the publish (and its confirm) replaced by nothing, to see what the rest costs.
+    """
+    from bridge.logs import configure_logging
+    from bridge.receiver import ReceiverServer
+
+    if dry:
+        from bridge.broker import Envelope
+        from bridge.receiver.link import BrokerLink
+
+        async def publish_nothing(self: BrokerLink, envelope: Envelope) -> None:
+            return None
+
+        BrokerLink.publish = publish_nothing  # type: ignore[method-assign]
+
+    settings = bench_settings(amqp_url, prefix, spool_dir, port)
+    configure_logging(settings.log)
+    async with ReceiverServer(settings):
+        await wait_for_signal()
+
+
+async def serve_naive(amqp_url: str, port: int, prefix: str, *, serial: bool = False) -> None:
+    connection = await aio_pika.connect_robust(amqp_url)
+    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+    exchange = await channel.declare_exchange(
+        f"{prefix}.naive", aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    queue = await channel.declare_queue(
+        f"{prefix}.naive.inbound", durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await queue.bind(exchange, "inbound.*")
+
+    one_at_a_time = asyncio.Lock()
+
+    async def publish(body: bytes) -> None:
+        await exchange.publish(
+            aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            routing_key="inbound.sms",
+            mandatory=True,
+        )
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        if serial:
+            async with one_at_a_time:
+                await publish(body)
+        else:
+            await publish(body)
+        return web.Response(text="ok")
+
+    await serve_handler(handle, port)
+    await connection.close()
+
+
+async def serve_bare(port: int) -> None:
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(text="ok")
+
+    await serve_handler(handle, port)
+
+
+async def serve_handler(handle: Any, port: int) -> None:
+    app = web.Application()
+    app.router.add_post(PATH, handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await wait_for_signal()
+    await runner.cleanup()
+
+
+async def wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    print("ready", flush=True)
+    await stop.wait()
+
+
+def serve(argv: list[str]) -> None:
+    variant, port, prefix, spool_dir, amqp_url = argv
+    if variant in ("receiver", "dry"):
+        asyncio.run(serve_receiver(amqp_url, int(port), prefix, spool_dir, dry=variant == "dry"))
+    elif variant in ("naive", "serial"):
+        asyncio.run(serve_naive(amqp_url, int(port), prefix, serial=variant == "serial"))
+    else:
+        asyncio.run(serve_bare(int(port)))
+
+
+# Load -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    answered: int
+    failed: int
+    seconds: float
+    latencies_s: list[float]
+    server_cpu_s: float = float("nan")
+
+    @property
+    def cpu_ms_per_callback(self) -> float:
+        return self.server_cpu_s * 1000 / self.answered if self.answered else float("nan")
+
+    @property
+    def rate(self) -> float:
+        return self.answered / self.seconds if self.seconds else 0.0
+
+    def percentile(self, share: float) -> float:
+        if not self.latencies_s:
+            return float("nan")
+        ordered = sorted(self.latencies_s)
+        return ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1000
+
+
+class Load:
+    """Request bodies made in advance, numbered from ``first`` so every run has new message ids."""
+
+    def __init__(self, url: str, first: int) -> None:
+        self.url = url
+        self.next = first
+        self.headers = {"Authorization": AUTH, "Content-Type": "application/json"}
+
+    def bodies(self, count: int) -> list[bytes]:
+        start, self.next = self.next, self.next + count
+        return [callback_body(n) for n in range(start, start + count)]
+
+    async def post(self, session: aiohttp.ClientSession, body: bytes) -> bool:
+        try:
+            async with session.post(self.url, data=body, headers=self.headers) as response:
+                await response.read()
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    async def saturate(self, *, connections: int, requests: int, seconds: float) -> Result:
+        bodies = self.bodies(requests)
+        latencies: list[float] = []
+        failed = 0
+        deadline = time.perf_counter() + seconds
+        connector = aiohttp.TCPConnector(limit=connections)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def user() -> None:
+                nonlocal failed
+                while bodies and time.perf_counter() < deadline:
+                    body = bodies.pop()
+                    sent = time.perf_counter()
+                    if await self.post(session, body):
+                        latencies.append(time.perf_counter() - sent)
+                    else:
+                        failed += 1
+
+            started = time.perf_counter()
+            await asyncio.gather(*(user() for _ in range(connections)))
+            elapsed = time.perf_counter() - started
+        return Result(len(latencies), failed, elapsed, latencies)
+
+    async def offer(self, *, rate: float, seconds: float, max_in_flight: int = 2000) -> Result:
+        count = int(rate * seconds)
+        bodies = self.bodies(count)
+        latencies: list[float] = []
+        failed = 0
+        in_flight = asyncio.Semaphore(max_in_flight)
+        connector = aiohttp.TCPConnector(limit=512)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def one(body: bytes, scheduled: float) -> None:
+                nonlocal failed
+                try:
+                    if await self.post(session, body):
+                        latencies.append(time.perf_counter() - scheduled)
+                    else:
+                        failed += 1
+                finally:
+                    in_flight.release()
+
+            tasks = []
+            started = time.perf_counter()
+            for index, body in enumerate(bodies):
+                scheduled = started + index / rate
+                delay = scheduled - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await in_flight.acquire()
+                tasks.append(asyncio.create_task(one(body, scheduled)))
+            await asyncio.gather(*tasks)
+            elapsed = time.perf_counter() - started
+        return Result(len(latencies), failed, elapsed, latencies)
+
+
+# Orchestration ---------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process used so far; NaN where /proc is not there."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(variant: str, port: int, prefix: str, spool_dir: str, amqp_url: str) -> Any:
+    process = subprocess.Popen(
+        [sys.executable, __file__, "serve", variant, str(port), prefix, spool_dir, amqp_url],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()  # the server prints "ready" once it listens
+    if line.strip() != "ready":
+        process.kill()
+        raise SystemExit(f"{variant} server did not start")
+    return process
+
+
+def stop_server(process: Any) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+# Where each variant's events go; emptied between phases so no run meets another's backlog.
+QUEUES = {"receiver": "inbound.sms", "naive": "naive.inbound", "serial": "naive.inbound"}
+
+
+async def purge(amqp_url: str, queue: str, prefix: str) -> None:
+    if not queue:
+        return
+    connection = await aio_pika.connect(amqp_url)
+    channel = await connection.channel()
+    declared = await channel.get_queue(f"{prefix}.{queue}", ensure=False)
+    await declared.purge()
+    await connection.close()
+
+
+async def delete_bench_names(amqp_url: str, prefix: str) -> None:
+    connection = await aio_pika.connect(amqp_url)
+    channel = await connection.channel()
+    for queue in (
+        "inbound.sms",
+        "outbound.status",
+        "outbound.sms",
+        "outbound.import",
+        "outbound.sms.results",
+        "outbound.import.results",
+        "outbound.sms.dead",
+        "outbound.import.dead",
+        "naive.inbound",
+    ):
+        await channel.queue_delete(f"{prefix}.{queue}")
+    for delay in ("1s", "5s", "30s", "120s", "600s"):
+        for command in ("outbound.sms", "outbound.import"):
+            await channel.queue_delete(f"{prefix}.{command}.retry.{delay}")
+    for exchange in ("events", "dead-letter", "naive"):
+        await channel.exchange_delete(f"{prefix}.{exchange}")
+    await connection.close()
+
+
+async def receiver_outcomes(metrics_url: str) -> dict[str, float]:
+    """How the receiver answered, from its /metrics (published, spooled, duplicate, ...)."""
+    async with aiohttp.ClientSession() as session, session.get(metrics_url) as response:
+        text = await response.text()
+    prefix = 'bridge_receiver_callbacks_total{outcome="'
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            name, _, value = line[len(prefix) :].partition('"} ')
+            counts[name] = float(value)
+    return counts
+
+
+def row(name: str, load: str, result: Result) -> str:
+    return (
+        f"| {name:<8} | {load:<15} | {result.rate:>11.0f} | {result.percentile(0.50):>6.1f} "
+        f"| {result.percentile(0.99):>6.1f} | {result.failed:>7} "
+        f"| {result.cpu_ms_per_callback:>15.3f} |"
+    )
+
+
+async def run(args: argparse.Namespace) -> int:
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    load_before = os.getloadavg()[0]
+    saturation: dict[str, Result] = {}
+    outcomes: dict[str, float] = {}
+    offered: dict[str, Result] = {}
+    first = 0
+    with tempfile.TemporaryDirectory(prefix="receiver-bench-") as spool_dir:
+        try:
+            for variant in args.variants:
+                port = free_port()
+                process = start_server(variant, port, prefix, spool_dir, args.amqp_url)
+                try:
+                    load = Load(f"http://127.0.0.1:{port}{PATH}", first)
+                    await load.saturate(connections=args.connections, requests=500, seconds=5)
+                    await purge(args.amqp_url, QUEUES.get(variant, ""), prefix)
+                    before = cpu_seconds(process.pid)
+                    offered[variant] = await load.offer(rate=args.rate, seconds=args.rate_seconds)
+                    offered[variant].server_cpu_s = cpu_seconds(process.pid) - before
+                    await purge(args.amqp_url, QUEUES.get(variant, ""), prefix)
+                    before = cpu_seconds(process.pid)
+                    saturation[variant] = await load.saturate(
+                        connections=args.connections, requests=args.requests, seconds=args.seconds
+                    )
+                    saturation[variant].server_cpu_s = cpu_seconds(process.pid) - before
+                    await purge(args.amqp_url, QUEUES.get(variant, ""), prefix)
+                    first = load.next
+                    if variant == "receiver":
+                        outcomes = await receiver_outcomes(f"http://127.0.0.1:{port}/metrics")
+                finally:
+                    stop_server(process)
+                print(row(variant, "saturation", saturation[variant]), flush=True)
+        finally:
+            await delete_bench_names(args.amqp_url, prefix)
+
+    print()
+    print(
+        f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, load average "
+        f"{load_before:.2f} before the run, {os.getloadavg()[0]:.2f} after; "
+        f"saturation: {args.connections} connections, up to {args.requests} requests or "
+        f"{args.seconds:g} s; offered: {args.rate:g}/s for {args.rate_seconds:g} s"
+    )
+    print()
+    print(
+        "| server   | load            | callbacks/s | p50 ms | p99 ms | not 200 "
+        "| server CPU ms/cb |"
+    )
+    print(
+        "|----------|-----------------|------------:|-------:|-------:|--------:|----------------:|"
+    )
+    for variant in args.variants:
+        print(row(variant, "saturation", saturation[variant]))
+    for variant in args.variants:
+        print(row(variant, f"offered {args.rate:g}/s", offered[variant]))
+    print()
+    if {"receiver", "naive"} <= set(saturation):
+        ratio = saturation["receiver"].rate / saturation["naive"].rate
+        print(f"receiver / naive throughput: {ratio:.2f}x (target >= 1.5x)")
+    if {"receiver", "serial"} <= set(saturation):
+        ratio = saturation["receiver"].rate / saturation["serial"].rate
+        print(f"receiver / serial throughput: {ratio:.2f}x (reference)")
+    if {"receiver", "bare"} <= set(saturation):
+        ratio = saturation["receiver"].rate / saturation["bare"].rate
+        print(f"receiver / bare throughput:  {ratio:.2f}x")
+    if "receiver" in offered:
+        p99 = offered["receiver"].percentile(0.99)
+        print(f"receiver p99 at {args.rate:g}/s offered: {p99:.1f} ms (target <= 50 ms)")
+    if outcomes:
+        shown = ", ".join(f"{name} {count:.0f}" for name, count in outcomes.items() if count)
+        print(f"receiver answers (warm-up included): {shown}")
+    lat = saturation.get("receiver")
+    if lat is not None and lat.latencies_s:
+        print(
+            f"receiver mean latency at saturation: {statistics.mean(lat.latencies_s) * 1000:.1f} ms"
+        )
+    return 0
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "serve":
+        serve(sys.argv[2:])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--amqp-url",
+        default=os.environ.get("BRIDGE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+    )
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--requests", type=int, default=30_000)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--rate-seconds", type=float, default=15.0)
+    parser.add_argument("--quick", action="store_true", help="short runs (smoke test)")
+    args = parser.parse_args()
+    if args.quick:
+        args.requests, args.seconds, args.rate_seconds = 3000, 5.0, 3.0
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(run(args))
+    return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

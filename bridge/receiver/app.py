@@ -1,0 +1,110 @@
+"""The receiver's composition root: ``create_receiver_app`` builds the whole aiohttp application.
+
+Resources live in cleanup contexts, in dependency order, each stored under its ``web.AppKey``:
+
+    spool_ctx     open (and recover) the journal            close: finish writes, persist cursor
+    broker_ctx    connect (or keep trying in the background) close: the AMQP connection
+    delivery_ctx  dedup window, publisher, spool drainer     close: let a drain batch finish
+
+aiohttp tears them down in reverse order after the server has stopped accepting connections and
+the requests in flight have been answered (see ``server.py``), so shutdown is: stop accepting,
+finish in-flight callbacks, stop draining, close the broker connection, flush the spool state.
+Nothing here is module-level; everything comes from the ``Settings`` passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import hdrs, web
+from prometheus_client import CollectorRegistry
+
+from bridge.receiver import handlers, health
+from bridge.receiver.auth import CallbackAuth
+from bridge.receiver.dedup import DedupWindow
+from bridge.receiver.drainer import SpoolDrainer
+from bridge.receiver.keys import AUTH, DRAINER, JOURNAL, LINK, METRICS, PUBLISHER, SETTINGS
+from bridge.receiver.link import BrokerLink
+from bridge.receiver.metrics import ReceiverMetrics
+from bridge.receiver.problems import problem_middleware
+from bridge.receiver.publishing import CallbackPublisher
+from bridge.receiver.spool import Journal
+from bridge.settings import Settings
+
+# Spooled events published per drain round, all confirms in flight at once.
+DRAIN_BATCH = 256
+
+
+async def spool_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS].receiver
+    if not settings.spool_enabled:
+        yield
+        return
+    journal = await Journal.open(settings.spool_dir, max_bytes=settings.spool_max_bytes)
+    app[JOURNAL] = journal
+    app[METRICS].watch_spool(journal)
+    yield
+    await journal.close()
+
+
+async def broker_ctx(app: web.Application) -> AsyncIterator[None]:
+    link = BrokerLink(app[SETTINGS])
+    app[LINK] = link
+    app[METRICS].watch_link(link)
+    await link.start()
+    yield
+    await link.close()
+
+
+async def delivery_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    journal = app.get(JOURNAL)
+    dedup = DedupWindow(
+        window_s=settings.receiver.dedup_window_s,
+        max_entries=settings.receiver.dedup_max_entries,
+    )
+    app[PUBLISHER] = CallbackPublisher(
+        link=app[LINK], journal=journal, dedup=dedup, metrics=app[METRICS]
+    )
+    drainer = None
+    if journal is not None:
+        drainer = SpoolDrainer(
+            journal,
+            app[LINK],
+            app[METRICS],
+            batch_size=DRAIN_BATCH,
+            retry_interval_s=settings.receiver.retry_interval_s,
+        )
+        app[DRAINER] = drainer
+        drainer.start()
+    yield
+    if drainer is not None:
+        await drainer.stop(timeout_s=settings.broker.confirm_timeout_s)
+
+
+def create_receiver_app(
+    settings: Settings, *, registry: CollectorRegistry | None = None
+) -> web.Application:
+    """The receiver app; raises ``SettingsError`` at once if it has no credentials (and may not).
+
+    ``registry`` is where its metrics go (a new one if None; the runner passes one shared with
+    the worker). Serve it with ``ReceiverServer`` (or ``serve_receiver``).
+    """
+    receiver = settings.receiver
+    auth = CallbackAuth(receiver)
+    app = web.Application(middlewares=[problem_middleware], client_max_size=receiver.max_body_bytes)
+    app[SETTINGS] = settings
+    app[METRICS] = ReceiverMetrics(registry)
+    app[AUTH] = auth
+    app.cleanup_ctx.extend([spool_ctx, broker_ctx, delivery_ctx])
+
+    paths = [receiver.path]
+    if auth.uses_path_token:
+        paths.append(receiver.path + "/{token}")
+    for path in paths:
+        app.router.add_route(hdrs.METH_GET, path, handlers.handle_callback)
+        app.router.add_route(hdrs.METH_POST, path, handlers.handle_callback)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/metrics", health.metrics)
+    return app

@@ -1,0 +1,118 @@
+"""The message callback endpoint: from an HTTP request to a stored canonical event and an answer.
+
+One handler serves GET (query parameters) and POST (JSON, or form-encoded) at ``receiver.path``
+(and ``receiver.path/{token}`` when a path token is configured). In order: authenticate, bound the
+size, read the fields, validate them (``bridge.events.callbacks``), build the event
+(``bridge.events.receiver_events``), store it (``publishing``), answer 200 with the event id. Any
+refusal is a ``ReceiverError`` that the problem middleware renders; nothing is published for a
+refused callback.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from aiohttp import hdrs, web
+
+from bridge.events.callbacks import FieldProblem, InvalidCallback, fields_from_pairs, parse_callback
+from bridge.events.receiver_events import build_event
+from bridge.receiver.errors import (
+    BadCallback,
+    PayloadTooLarge,
+    ReceiverUnavailable,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from bridge.receiver.keys import AUTH, METRICS, PUBLISHER, SETTINGS
+
+log = logging.getLogger(__name__)
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
+async def _read_fields(request: web.Request, max_bytes: int) -> Any:
+    """The callback's fields as a JSON-like value (validated later) from the query or the body."""
+    if request.method == hdrs.METH_GET:
+        if len(request.query_string) > max_bytes:
+            raise PayloadTooLarge(f"the query is longer than the limit of {max_bytes} bytes")
+        try:
+            return fields_from_pairs(request.query.items())
+        except InvalidCallback as exc:
+            raise BadCallback(exc.problems) from exc
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise PayloadTooLarge(f"the body of {length} bytes is over the limit of {max_bytes} bytes")
+    content_type = request.content_type
+    if _is_json(content_type):
+        body = await request.read()
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BadCallback([FieldProblem("(body)", f"is not valid JSON: {exc}")]) from exc
+    if content_type == FORM:
+        body = await request.read()
+        try:
+            text = body.decode(request.charset or "utf-8")
+            return fields_from_pairs(parse_qsl(text, keep_blank_values=True))
+        except (UnicodeDecodeError, LookupError) as exc:
+            raise BadCallback(
+                [FieldProblem("(body)", f"is not text in charset {request.charset or 'utf-8'}")]
+            ) from exc
+        except InvalidCallback as exc:
+            raise BadCallback(exc.problems) from exc
+    raise UnsupportedMediaType(
+        f"content type {content_type!r} is not accepted; send application/json "
+        f"or {FORM} (or use GET with query parameters)"
+    )
+
+
+async def handle_callback(request: web.Request) -> web.Response:
+    app = request.app
+    settings = app[SETTINGS].receiver
+    started = time.perf_counter()
+    outcome = "rejected"
+    try:
+        app[AUTH].check(request.headers.get(hdrs.AUTHORIZATION), request.match_info.get("token"))
+        fields = await _read_fields(request, settings.max_body_bytes)
+        try:
+            callback = parse_callback(fields)
+        except InvalidCallback as exc:
+            raise BadCallback(exc.problems) from exc
+        event = build_event(callback, fields, source=settings.source, received_at=datetime.now(UTC))
+        disposition = await app[PUBLISHER].deliver(event)
+        outcome = disposition.value
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "callback %s %s: %s",
+                event.event.type,
+                event.id,
+                outcome,
+                extra={"event_id": event.id, "message_id": callback.message_id},
+            )
+        return web.Response(
+            body=orjson.dumps({"status": outcome, "id": event.id}),
+            content_type="application/json",
+        )
+    except Unauthorized:
+        outcome = "unauthorized"
+        raise
+    except BadCallback as exc:
+        log.warning("callback rejected with 400: %s", exc)
+        raise
+    except ReceiverUnavailable as exc:
+        outcome = "unavailable"
+        log.error("callback refused with 503: %s", exc)
+        raise
+    finally:
+        app[METRICS].observe(outcome, time.perf_counter() - started)

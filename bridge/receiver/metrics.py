@@ -1,0 +1,87 @@
+"""The receiver's Prometheus metrics, on a registry of its own or one shared by the runner.
+
+Never the global default registry: tests build many receivers in one process, and the runner
+gives the receiver and the worker one registry so that one ``/metrics`` shows both. The spool's
+depth and size are read at scrape time from the journal, so the hot path pays nothing for them.
+
+    bridge_receiver_callbacks_total{outcome}        published | spooled | duplicate | rejected |
+                                                     unauthorized | unavailable
+    bridge_receiver_callback_duration_seconds        time to answer a callback
+    bridge_receiver_publish_failures_total{reason}   timeout | unroutable | nacked | disconnected
+    bridge_receiver_spool_records                    events on disk, not yet confirmed by the broker
+    bridge_receiver_spool_bytes / _spool_max_bytes   spool size and its bound
+    bridge_receiver_spool_drained_total              spooled events later confirmed by the broker
+    bridge_receiver_broker_ready                     1 while connected with the topology declared
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from bridge.receiver.link import BrokerLink
+    from bridge.receiver.spool import Journal
+
+OUTCOMES = ("published", "spooled", "duplicate", "rejected", "unauthorized", "unavailable")
+_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class ReceiverMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.callbacks = Counter(
+            "bridge_receiver_callbacks",
+            "Message callbacks answered, by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.by_outcome = {outcome: self.callbacks.labels(outcome) for outcome in OUTCOMES}
+        self.duration = Histogram(
+            "bridge_receiver_callback_duration_seconds",
+            "Time from a callback's arrival to its answer",
+            buckets=_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.publish_failures = Counter(
+            "bridge_receiver_publish_failures",
+            "Publishes RabbitMQ did not confirm, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.spool_records = Gauge(
+            "bridge_receiver_spool_records",
+            "Events in the spool, not yet confirmed by RabbitMQ",
+            registry=self.registry,
+        )
+        self.spool_bytes = Gauge(
+            "bridge_receiver_spool_bytes", "Bytes the spool holds on disk", registry=self.registry
+        )
+        self.spool_max_bytes = Gauge(
+            "bridge_receiver_spool_max_bytes",
+            "Bound of the spool; at it callbacks are answered 503",
+            registry=self.registry,
+        )
+        self.spool_drained = Counter(
+            "bridge_receiver_spool_drained",
+            "Spooled events later confirmed by RabbitMQ",
+            registry=self.registry,
+        )
+        self.broker_ready = Gauge(
+            "bridge_receiver_broker_ready",
+            "1 while connected to RabbitMQ with the topology declared",
+            registry=self.registry,
+        )
+
+    def observe(self, outcome: str, duration_s: float) -> None:
+        self.by_outcome[outcome].inc()
+        self.duration.observe(duration_s)
+
+    def watch_spool(self, journal: Journal) -> None:
+        self.spool_records.set_function(lambda: journal.depth)
+        self.spool_bytes.set_function(lambda: journal.size_bytes)
+        self.spool_max_bytes.set(journal.max_bytes)
+
+    def watch_link(self, link: BrokerLink) -> None:
+        self.broker_ready.set_function(lambda: 1.0 if link.is_ready else 0.0)

@@ -1,0 +1,112 @@
+"""Serving the receiver app on a TCP socket, and stopping it in order.
+
+``ReceiverServer`` is what a runner uses::
+
+    server = ReceiverServer(settings, registry=registry)   # SettingsError if misconfigured
+    await server.start()          # spool recovered, broker tried once, socket listening
+    ...                           # server.base_url / server.callback_url / server.port
+    await server.stop()           # ordered shutdown, see below
+
+or ``async with ReceiverServer(settings) as server: ...``, or ``await serve_receiver(settings,
+stop=event)`` which serves until ``stop`` is set.
+``stop()`` closes the listening socket, waits up to ``receiver.shutdown_timeout_s`` for the
+callbacks in flight to be answered, then tears down the app's cleanup contexts in reverse: the
+drainer, the broker connection, the spool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from bridge.receiver.app import create_receiver_app
+from bridge.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ReceiverServer:
+    """The receiver on ``host:port`` (from the settings unless given; port 0 picks a free one)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: CollectorRegistry | None = None,
+        host: str | None = None,
+        port: int | None = None,
+    ) -> None:
+        receiver = settings.receiver
+        self.app = create_receiver_app(settings, registry=registry)
+        self._path = receiver.path
+        self._host = receiver.host if host is None else host
+        self._port = receiver.port if port is None else port
+        # A GET callback carries its fields in the request line: let it be as long as a body may.
+        line_bytes = max(8190, 2 * receiver.max_body_bytes + 8192)
+        self._runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            shutdown_timeout=receiver.shutdown_timeout_s,
+            max_line_size=line_bytes,
+        )
+        self._started = False
+
+    async def start(self) -> None:
+        try:
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
+            await site.start()
+        except BaseException:
+            # Undo the cleanup contexts entered so far (the spool lock, a broker connection).
+            await self._runner.cleanup()
+            raise
+        self._started = True
+        log.info("receiver listening on %s%s", self.base_url, self._path)
+
+    @property
+    def port(self) -> int:
+        if not self._started:
+            raise RuntimeError("the receiver is not started")
+        address = self._runner.addresses[0]
+        return int(address[1])
+
+    @property
+    def base_url(self) -> str:
+        host = self._host if self._host not in ("0.0.0.0", "::", "") else "127.0.0.1"  # noqa: S104
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def callback_url(self) -> str:
+        """Where callbacks go, without credentials or the path token."""
+        return self.base_url + self._path
+
+    async def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        log.info("receiver stopping")
+        await self._runner.cleanup()
+        log.info("receiver stopped")
+
+    async def __aenter__(self) -> ReceiverServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+
+async def serve_receiver(
+    settings: Settings,
+    *,
+    stop: asyncio.Event,
+    registry: CollectorRegistry | None = None,
+) -> None:
+    """Serve on the configured host and port until ``stop`` is set, then shut down in order."""
+    async with ReceiverServer(settings, registry=registry):
+        await stop.wait()

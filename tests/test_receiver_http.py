@@ -1,0 +1,475 @@
+"""The receiver over real HTTP on a real socket, publishing to the real RabbitMQ.
+
+The receiver answers 200 only after the broker's confirm (or a spool flush), so a test reads the
+queue right after the answer. "Nothing published" is checked by sending a valid callback last
+and finding it first in the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import orjson
+import pytest
+
+from bridge.events.cloudevents import EventType
+from bridge.events.tag import encode_tag
+from bridge.receiver import ReceiverServer, create_receiver_app
+from bridge.settings import Settings, SettingsError
+from tests.fixtures.receiver import AUTH_HEADERS, CREDENTIALS, EventQueues, MakeReceiver
+
+OpenQueues = Callable[[Settings], Awaitable[EventQueues]]
+FORM = "application/x-www-form-urlencoded"
+
+INBOUND_SMS: dict[str, Any] = {
+    "eventType": "sms",
+    "direction": "in",
+    "messageId": "m-inboundsms2345abcdefghij",
+    "messageUri": "https://api.catapult.inetwork.com/v1/users/u-1/messages/m-inboundsms2345abcdefghij",
+    "from": "+13233326955",
+    "to": "+13865245000",
+    "text": "Example",
+    "applicationId": "a-rj7jf3fz7teaqupveqpug3i",
+    "time": "2012-11-14T16:13:06.076Z",
+    "state": "received",
+    "segmentCount": 1,
+}
+MEDIA = [
+    "https://api.catapult.inetwork.com/v1/users/u-1/media/A3087419-m-dr4mcch2wfb6frcls677glq.jpg",
+    "https://api.catapult.inetwork.com/v1/users/u-1/media/123_1-m-dr4mcch2wfb6frcls677glq.smil",
+]
+INBOUND_MMS: dict[str, Any] = {
+    **INBOUND_SMS,
+    "eventType": "mms",
+    "messageId": "m-dr4mcch2wfb6frcls677glq",
+    "text": "Hello MMS!",
+    "media": MEDIA,
+}
+OUTBOUND: dict[str, Any] = {
+    "eventType": "sms",
+    "direction": "out",
+    "messageId": "m-outbound2345abcdefghijkl",
+    "from": "+13865245000",
+    "to": "+13233326955",
+    "text": "Example",
+    "time": "2012-11-14T16:13:06.076Z",
+    "state": "sending",
+    "tag": encode_tag("cmd-7f3a", "order-1"),
+}
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings(receiver=CREDENTIALS)
+
+
+async def send(
+    client: aiohttp.ClientSession,
+    url: str,
+    fields: dict[str, Any],
+    *,
+    how: str = "json",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """Send one callback the way Catapult would: JSON POST, GET query, or form POST."""
+    headers = AUTH_HEADERS if headers is None else headers
+    if how == "json":
+        request = client.post(
+            url,
+            data=orjson.dumps(fields),
+            headers={**headers, "Content-Type": "application/json; charset=utf-8"},
+        )
+    elif how == "get":
+        request = client.get(url + "?" + urlencode(fields, doseq=True), headers=headers)
+    else:
+        request = client.post(
+            url,
+            data=urlencode(fields, doseq=True),
+            headers={**headers, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+    async with request as response:
+        return response.status, orjson.loads(await response.read())
+
+
+@pytest.mark.parametrize("how", ["json", "get", "form"])
+async def test_inbound_sms_and_mms_arrive_in_the_inbound_queue(
+    how: str,
+    settings: Settings,
+    make_receiver: MakeReceiver,
+    callback_client: aiohttp.ClientSession,
+    event_queues: OpenQueues,
+) -> None:
+    server = await make_receiver(settings)
+    queues = await event_queues(settings)
+    answers = [
+        await send(callback_client, server.callback_url, f, how=how)
+        for f in (INBOUND_SMS, INBOUND_MMS)
+    ]
+    assert [(status, body["status"]) for status, body in answers] == [(200, "published")] * 2
+
+    sms, mms = await queues.take(queues.inbound, 2)
+    assert (sms.routing_key, mms.routing_key) == ("inbound.sms", "inbound.mms")
+    assert [sms.message_id, mms.message_id] == [body["id"] for _, body in answers]
+    for message in (sms, mms):
+        assert message.type == EventType.MESSAGE_RECEIVED
+        assert message.content_type == "application/cloudevents+json"
+        assert message.delivery_mode == 2
+        assert message.timestamp is not None
+        assert message.headers["direction"] == "in"
+    event = orjson.loads(mms.body)
+    assert event["type"] == EventType.MESSAGE_RECEIVED
+    assert event["subject"] == INBOUND_MMS["messageId"]
+    assert event["data"]["media"] == MEDIA
+    assert event["data"]["from"] == "+13233326955"
+    assert mms.headers["catapult-event-type"] == "mms"
+    assert await queues.count(queues.status) == 0
+
+
+async def test_status_events_and_receipts_arrive_in_the_status_queue(
+    settings: Settings,
+    make_receiver: MakeReceiver,
+    callback_client: aiohttp.ClientSession,
+    event_queues: OpenQueues,
+) -> None:
+    server = await make_receiver(settings)
+    queues = await event_queues(settings)
+    failing = {**OUTBOUND, "messageId": "m-failing2345abcdefghijklm", "tag": "plain-user-tag"}
+    sequence: list[tuple[dict[str, Any], str, EventType, str]] = [
+        (OUTBOUND, "json", EventType.MESSAGE_SENDING, "outbound.status.sending"),
+        ({**OUTBOUND, "state": "sent"}, "get", EventType.MESSAGE_SENT, "outbound.status.sent"),
+        (
+            {
+                **OUTBOUND,
+                "state": "sent",
+                "deliveryState": "delivered",
+                "deliveryCode": "0",
+                "deliveryDescription": "Message delivered to carrier",
+            },
+            "form",
+            EventType.MESSAGE_DELIVERED,
+            "outbound.receipt.delivered",
+        ),
+        ({**failing, "state": "error"}, "json", EventType.MESSAGE_FAILED, "outbound.status.failed"),
+        (
+            {**failing, "state": "error", "deliveryState": "not-delivered", "deliveryCode": 775},
+            "get",
+            EventType.MESSAGE_NOT_DELIVERED,
+            "outbound.receipt.not-delivered",
+        ),
+    ]
+    for fields, how, _, _ in sequence:
+        status, body = await send(callback_client, server.callback_url, fields, how=how)
+        assert (status, body["status"]) == (200, "published"), body
+
+    messages = await queues.take(queues.status, len(sequence))
+    assert [(m.type, m.routing_key) for m in messages] == [(t, k) for _, _, t, k in sequence]
+    assert len({m.message_id for m in messages}) == len(sequence)
+    first, _, delivered, _, not_delivered = (orjson.loads(m.body) for m in messages)
+    assert first["correlationid"] == "cmd-7f3a"
+    assert first["data"]["tag"] == "order-1"
+    assert messages[0].correlation_id == "cmd-7f3a"
+    assert messages[0].headers["command-id"] == "cmd-7f3a"
+    assert delivered["data"]["deliveryCode"] == 0
+    assert not_delivered["data"]["deliveryCode"] == 775
+    assert not_delivered["data"]["tag"] == "plain-user-tag"
+    assert "correlationid" not in not_delivered
+    assert messages[4].headers["delivery-state"] == "not-delivered"
+    assert await queues.count(queues.inbound) == 0
+
+
+async def test_duplicates_are_answered_200_and_published_once(
+    settings: Settings,
+    make_receiver: MakeReceiver,
+    callback_client: aiohttp.ClientSession,
+    event_queues: OpenQueues,
+) -> None:
+    server = await make_receiver(settings)
+    queues = await event_queues(settings)
+    first = await send(callback_client, server.callback_url, INBOUND_SMS)
+    again = await send(callback_client, server.callback_url, INBOUND_SMS, how="get")
+    assert (first[0], first[1]["status"]) == (200, "published")
+    assert (again[0], again[1]["status"]) == (200, "duplicate")
+    assert again[1]["id"] == first[1]["id"]
+    # Concurrent copies (the callback URL and the fallback URL at once): one publish.
+    burst = await asyncio.gather(
+        *(send(callback_client, server.callback_url, INBOUND_MMS) for _ in range(8))
+    )
+    assert {status for status, _ in burst} == {200}
+    assert sorted(body["status"] for _, body in burst) == ["duplicate"] * 7 + ["published"]
+    await send(callback_client, server.callback_url, {**INBOUND_SMS, "messageId": "m-last"})
+
+    messages = await queues.take(queues.inbound, 3)
+    assert [orjson.loads(m.body)["subject"] for m in messages] == [
+        INBOUND_SMS["messageId"],
+        INBOUND_MMS["messageId"],
+        "m-last",
+    ]
+    assert await queues.count(queues.inbound) == 0
+
+
+WRONG_CREDENTIALS = [
+    {},
+    {"Authorization": "Basic " + "Y2F0YXB1bHQ6d3Jvbmc="},  # catapult:wrong
+    {"Authorization": AUTH_HEADERS["Authorization"].replace("Basic", "Bearer")},
+    {"Authorization": "Basic !!!not-base64"},
+    {"Authorization": "Basic"},
+]
+
+
+async def test_authentication_failures_are_401_and_say_nothing_more(
+    make_settings: Callable[..., Settings],
+    make_receiver: MakeReceiver,
+    callback_client: aiohttp.ClientSession,
+    event_queues: OpenQueues,
+) -> None:
+    settings = make_settings(receiver={**CREDENTIALS, "path_token": "s3cret-path-t0ken"})
+    server = await make_receiver(settings)
+    queues = await event_queues(settings)
+    good_url = server.callback_url + "/s3cret-path-t0ken"
+    attempts = [(good_url, headers) for headers in WRONG_CREDENTIALS] + [
+        (server.callback_url, AUTH_HEADERS),  # right credentials, no token
+        (server.callback_url + "/wrong-token", AUTH_HEADERS),
+        (server.callback_url + "/S3CRET-PATH-T0KEN", AUTH_HEADERS),
+    ]
+    bodies = set()
+    for url, headers in attempts:
+        for how in ("json", "get"):
+            status, body = await send(callback_client, url, INBOUND_SMS, how=how, headers=headers)
+            assert status == 401, (url, headers)
+            bodies.add(orjson.dumps(body))
+    assert len(bodies) == 1  # the same answer whatever was wrong
+    async with callback_client.post(good_url, json=INBOUND_SMS) as response:
+        assert (
+            response.headers["WWW-Authenticate"] == 'Basic realm="catapult-bridge", charset="UTF-8"'
+        )
+        assert response.content_type == "application/problem+json"
+
+    assert (await send(callback_client, good_url, INBOUND_SMS))[0] == 200
+    (message,) = await queues.take(queues.inbound)
+    assert orjson.loads(message.body)["subject"] == INBOUND_SMS["messageId"]
+    assert await queues.count(queues.inbound) == 0
+
+
+async def test_no_credentials_refuses_to_start_unless_allowed(
+    make_settings: Callable[..., Settings],
+    make_receiver: MakeReceiver,
+    callback_client: aiohttp.ClientSession,
+) -> None:
+    with pytest.raises(SettingsError, match="allow_unauthenticated"):
+        create_receiver_app(make_settings())
+    server = await make_receiver(make_settings(receiver={"allow_unauthenticated": True}))
+    status, body = await send(callback_client, server.callback_url, INBOUND_SMS, headers={})
+    assert (status, body["status"]) == (200, "published")
+
+
+MALFORMED: list[tuple[str, str, Any, str]] = [
+    # how, content type, payload, the field the answer names
+    ("json", "application/json", b"{not json", "(body)"),
+    ("json", "application/json", b"", "(body)"),
+    ("json", "application/json", b"[]", "(body)"),
+    ("json", "application/json", orjson.dumps([INBOUND_SMS]), "(body)"),
+    ("json", "application/json", b'"sms"', "(body)"),
+    ("json", "application/json", b"\xff\xfe", "(body)"),
+    ("json", "application/json", orjson.dumps({**INBOUND_SMS, "eventType": "fax"}), "eventType"),
+    ("json", "application/json", orjson.dumps({**INBOUND_SMS, "direction": None}), "direction"),
+    ("json", "application/json", orjson.dumps({**INBOUND_SMS, "from": "nobody"}), "from"),
+    ("json", "application/json", orjson.dumps({**INBOUND_SMS, "to": 13865245000}), "to"),
+    ("json", "application/json", orjson.dumps({**INBOUND_SMS, "state": "sent"}), "state"),
+    ("json", "application/json", orjson.dumps({**INBOUND_SMS, "time": "soon"}), "time"),
+    (
+        "json",
+        "application/json",
+        orjson.dumps({**INBOUND_SMS, "segmentCount": 2**40}),
+        "segmentCount",
+    ),
+    (
+        "json",
+        "application/json",
+        orjson.dumps({**INBOUND_MMS, "media": "file:///etc/passwd"}),
+        "media",
+    ),
+    ("json", "application/json", orjson.dumps({**OUTBOUND, "deliveryCode": "n/a"}), "deliveryCode"),
+    ("get", "", {**INBOUND_SMS, "messageId": ""}, "messageId"),
+    ("get", "", {k: v for k, v in INBOUND_SMS.items() if k != "to"}, "to"),
+    ("get", "", [*INBOUND_SMS.items(), ("from", "+13233326956")], "from"),
+    ("get", "", {**INBOUND_MMS, "media": "[ftp://x.test/a.gif]"}, "media"),
+    ("form", FORM, {**OUTBOUND, "deliveryState": "maybe"}, "deliveryState"),
+    ("form", FORM, {**INBOUND_SMS, "segmentCount": "-2"}, "segmentCount"),
+    ("form", FORM + "; charset=latin-9000", INBOUND_SMS, "(body)"),
+    ("form", FORM, b"from=%FF%FE", "from"),
+    ("form", FORM, b"from=\xff\xfe", "(body)"),
+]
+
+
+@pytest.mark.parametrize(("how", "content_type", "payload", "field"), MALFORMED)
+async def test_malformed_callbacks_are_400_naming_the_field_and_publish_nothing(
+    how: str,
+    content_type: str,
+    payload: Any,
+    field: str,
+    settings: Settings,
+    make_receiver: MakeReceiver,
+    callback_client: aiohttp.ClientSession,
+    event_queues: OpenQueues,
+) -> None:
+    server = await make_receiver(settings)
+    queues = await event_queues(settings)
+    if how == "get":
+        request = callback_client.get(
+            server.callback_url + "?" + urlencode(payload, doseq=True), headers=AUTH_HEADERS
+        )
+    else:
+        data = payload if isinstance(payload, bytes) else urlencode(payload, doseq=True)
+        request = callback_client.post(
+            server.callback_url, data=data, headers={**AUTH_HEADERS, "Content-Type": content_type}
+        )
+    async with request as response:
+        assert response.status == 400
+        assert response.content_type == "application/problem+json"
+        problem = orjson.loads(await response.read())
+    assert problem["status"] == 400
+    assert problem["type"] == "urn:catapult-bridge:problem:invalid-callback"
+    assert field in [error["field"] for error in problem["errors"]], problem
+    assert all(error["problem"] for error in problem["errors"])
+
+    await send(callback_client, server.callback_url, {**INBOUND_SMS, "messageId": "m-valid"})
+    (message,) = await queues.take(queues.inbound)
+    assert orjson.loads(message.body)["subject"] == "m-valid"
+
+
+async def test_size_method_and_content_type_refusals(
+    make_settings: Callable[..., Settings],
+    make_receiver: MakeReceiver,
+    callback_client: aiohttp.ClientSession,
+    event_queues: OpenQueues,
+) -> None:
+    settings = make_settings(receiver={**CREDENTIALS, "max_body_bytes": 2048})
+    server = await make_receiver(settings)
+    queues = await event_queues(settings)
+    url = server.callback_url
+    big = {**INBOUND_SMS, "text": "x" * 3000}
+    json_headers = {**AUTH_HEADERS, "Content-Type": "application/json"}
+
+    async def chunked() -> Any:
+        yield orjson.dumps(big)
+
+    cases: list[tuple[Any, int]] = [
+        (callback_client.post(url, data=orjson.dumps(big), headers=json_headers), 413),
+        (callback_client.post(url, data=chunked(), headers=json_headers), 413),
+        (callback_client.get(url + "?" + urlencode(big), headers=AUTH_HEADERS), 413),
+        (callback_client.put(url, json=INBOUND_SMS, headers=AUTH_HEADERS), 405),
+        (callback_client.delete(url, headers=AUTH_HEADERS), 405),
+        (callback_client.patch(url, json=INBOUND_SMS, headers=AUTH_HEADERS), 405),
+        (
+            callback_client.post(
+                url, data=b"x", headers={**AUTH_HEADERS, "Content-Type": "text/plain"}
+            ),
+            415,
+        ),
+        (
+            callback_client.post(
+                url, data=b"x", headers={**AUTH_HEADERS, "Content-Type": "application/xml"}
+            ),
+            415,
+        ),
+        (callback_client.post(url, data=b"{}", headers=AUTH_HEADERS), 415),
+        (
+            callback_client.post(
+                url,
+                data=aiohttp.FormData({"from": "+1"}, quote_fields=True, default_to_multipart=True),
+                headers=AUTH_HEADERS,
+            ),
+            415,
+        ),
+        (callback_client.get(server.base_url + "/catapult/elsewhere", headers=AUTH_HEADERS), 404),
+    ]
+    for request, expected in cases:
+        async with request as response:
+            assert response.status == expected
+            assert response.content_type == "application/problem+json"
+            problem = orjson.loads(await response.read())
+            assert problem["status"] == expected
+            assert problem["detail"]
+            if expected == 405:
+                assert response.headers["Allow"] == "GET, POST"
+
+    await send(callback_client, url, {**INBOUND_SMS, "messageId": "m-valid"})
+    (message,) = await queues.take(queues.inbound)
+    assert orjson.loads(message.body)["subject"] == "m-valid"
+
+
+async def test_random_input_never_gets_a_500(
+    settings: Settings, make_receiver: MakeReceiver, callback_client: aiohttp.ClientSession
+) -> None:
+    server = await make_receiver(settings)
+    rng = random.Random(20260101)
+    alphabet = [*INBOUND_SMS, "media", "deliveryCode", "deliveryState", "tag", "x"]
+    junk: list[Any] = ["", "0", "-1", "+", "[", "]", ",", "%00", "\u0000", "1" * 500, "null", "{}"]
+    statuses = set()
+    for _ in range(120):
+        fields = {**INBOUND_SMS}
+        for name in rng.sample(alphabet, 3):
+            fields[name] = rng.choice(junk)
+        how = rng.choice(["json", "get", "form"])
+        status, _ = await send(callback_client, server.callback_url, fields, how=how)
+        statuses.add(status)
+        raw = bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 64)))
+        async with callback_client.post(
+            server.callback_url,
+            data=raw,
+            headers={**AUTH_HEADERS, "Content-Type": rng.choice(["application/json", FORM])},
+        ) as response:
+            statuses.add(response.status)
+    assert statuses <= {200, 400}
+
+
+async def test_health_readiness_and_metrics(
+    settings: Settings, make_receiver: MakeReceiver, callback_client: aiohttp.ClientSession
+) -> None:
+    server = await make_receiver(settings)
+    await send(callback_client, server.callback_url, INBOUND_SMS)
+    await send(callback_client, server.callback_url, INBOUND_SMS)
+    await send(callback_client, server.callback_url, {**INBOUND_SMS, "from": "x"})
+    async with callback_client.get(server.base_url + "/healthz") as response:
+        assert response.status == 200
+    async with callback_client.get(server.base_url + "/readyz") as response:
+        assert response.status == 200
+        report = await response.json()
+    assert report["status"] == "ready"
+    assert report["broker"] == "ready"
+    assert report["spool"]["state"] == "empty"
+    async with callback_client.get(server.base_url + "/metrics") as response:
+        text = await response.text()
+    assert 'bridge_receiver_callbacks_total{outcome="published"} 1.0' in text
+    assert 'bridge_receiver_callbacks_total{outcome="duplicate"} 1.0' in text
+    assert 'bridge_receiver_callbacks_total{outcome="rejected"} 1.0' in text
+    assert "bridge_receiver_spool_records 0.0" in text
+    assert "bridge_receiver_broker_ready 1.0" in text
+    assert "bridge_receiver_callback_duration_seconds_count 3.0" in text
+
+
+async def test_secrets_never_appear_in_answers_or_logs(
+    make_settings: Callable[..., Settings],
+    make_receiver: MakeReceiver,
+    callback_client: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("DEBUG")
+    settings = make_settings(receiver={**CREDENTIALS, "path_token": "t0ken-Zq81"})
+    server: ReceiverServer = await make_receiver(settings)
+    texts = []
+    for url in (server.callback_url, server.callback_url + "/t0ken-Zq81"):
+        async with callback_client.post(url, json=INBOUND_SMS) as response:
+            texts.append(await response.text())
+    for path in ("/readyz", "/metrics"):
+        async with callback_client.get(server.base_url + path) as response:
+            texts.append(await response.text())
+    await server.stop()
+    everything = "\n".join(texts) + caplog.text + repr(settings)
+    for secret in (CREDENTIALS["password"], "t0ken-Zq81"):
+        assert secret not in everything

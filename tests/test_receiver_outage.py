@@ -1,0 +1,261 @@
+"""Broker outages: every callback answered 200 is spooled, then drained in order, none lost.
+
+The receiver reaches RabbitMQ through a TCP proxy the test cuts and restores (the real broker,
+which other tests use, stays up). Reconnection is quick: ``reconnect_interval`` in the URL and
+``receiver.retry_interval_s`` are 0.1 s. Waiting is always on the queue, with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aio_pika.abc import AbstractRobustConnection
+
+from bridge.broker import Topology, declare_topology
+from bridge.receiver import ReceiverServer
+from bridge.settings import Settings
+from tests.fixtures.receiver import (
+    AUTH_HEADERS,
+    CREDENTIALS,
+    BrokerProxy,
+    EventQueues,
+    MakeReceiver,
+)
+
+OpenQueues = Callable[[Settings], Awaitable[EventQueues]]
+
+
+def inbound(n: int) -> dict[str, Any]:
+    return {
+        "eventType": "sms",
+        "direction": "in",
+        "messageId": f"m-outage{n:04d}",
+        "from": "+13233326955",
+        "to": "+13865245000",
+        "text": f"message {n}",
+        "time": "2026-01-01T00:00:00Z",
+        "state": "received",
+    }
+
+
+async def post(client: aiohttp.ClientSession, server: ReceiverServer, n: int) -> tuple[int, str]:
+    async with client.post(server.callback_url, json=inbound(n), headers=AUTH_HEADERS) as response:
+        body = orjson.loads(await response.read())
+        return response.status, body["status"] if response.status == 200 else body["type"]
+
+
+async def readiness(client: aiohttp.ClientSession, server: ReceiverServer) -> tuple[int, Any]:
+    async with client.get(server.base_url + "/readyz") as response:
+        return response.status, await response.json()
+
+
+def subjects(messages: list[Any]) -> list[str]:
+    return [orjson.loads(m.body)["subject"] for m in messages]
+
+
+def expected(numbers: range) -> list[str]:
+    return [f"m-outage{n:04d}" for n in numbers]
+
+
+@pytest.fixture
+def proxied(
+    make_settings: Callable[..., Settings], broker_proxy: BrokerProxy
+) -> Callable[..., Settings]:
+    """Settings that reach the broker through the proxy, with quick retries."""
+
+    def build(**receiver: Any) -> Settings:
+        return make_settings(
+            broker={
+                "url": broker_proxy.url(reconnect_interval="0.1"),
+                "confirm_timeout_s": 1.0,
+                "connect_timeout_s": 1.0,
+            },
+            receiver={**CREDENTIALS, "retry_interval_s": 0.1, **receiver},
+        )
+
+    return build
+
+
+async def test_broker_down_at_start_spools_then_drains_in_order(
+    proxied: Callable[..., Settings],
+    broker_proxy: BrokerProxy,
+    make_receiver: MakeReceiver,
+    callback_client: aiohttp.ClientSession,
+    event_queues: OpenQueues,
+) -> None:
+    settings = proxied()
+    await broker_proxy.cut()
+    server = await make_receiver(settings)  # starts and serves although RabbitMQ is unreachable
+    status, report = await readiness(callback_client, server)
+    assert status == 503
+    assert report["broker"] == "connecting"
+
+    answers = [await post(callback_client, server, n) for n in range(20)]
+    assert answers == [(200, "spooled")] * 20
+    _, report = await readiness(callback_client, server)
+    assert report["spool"]["records"] == 20
+
+    await broker_proxy.restore()
+    queues = await event_queues(settings)
+    assert subjects(await queues.take(queues.inbound, 20)) == expected(range(20))
+    status, report = await readiness(callback_client, server)
+    assert (status, report["broker"]) == (200, "ready")
+
+
+async def test_connection_cut_while_callbacks_arrive(
+    proxied: Callable[..., Settings],
+    broker_proxy: BrokerProxy,
+    make_receiver: MakeReceiver,
+    callback_client: aiohttp.ClientSession,
+    event_queues: OpenQueues,
+) -> None:
+    settings = proxied()
+    server = await make_receiver(settings)
+    queues = await event_queues(settings)
+    assert [await post(callback_client, server, n) for n in range(3)] == [(200, "published")] * 3
+
+    await broker_proxy.cut()
+    during = [await post(callback_client, server, n) for n in range(3, 30)]
+    assert {status for status, _ in during} == {200}
+    assert {outcome for _, outcome in during} == {"spooled"}
+
+    await broker_proxy.restore()
+    assert subjects(await queues.take(queues.inbound, 30)) == expected(range(30))
+    assert (await post(callback_client, server, 30))[0] == 200
+    assert subjects(await queues.take(queues.inbound, 1)) == expected(range(30, 31))
+    assert await queues.count(queues.inbound) == 0
+    async with callback_client.get(server.base_url + "/metrics") as response:
+        metrics = await response.text()
+    assert 'bridge_receiver_callbacks_total{outcome="spooled"} 27.0' in metrics
+    assert "bridge_receiver_spool_drained_total 27.0" in metrics
+
+
+async def test_spool_survives_a_receiver_restart(
+    proxied: Callable[..., Settings],
+    broker_proxy: BrokerProxy,
+    make_receiver: MakeReceiver,
+    callback_client: aiohttp.ClientSession,
+    event_queues: OpenQueues,
+) -> None:
+    settings = proxied()
+    first = await make_receiver(settings)
+    assert (await post(callback_client, first, 0)) == (200, "published")
+    await broker_proxy.cut()
+    assert [await post(callback_client, first, n) for n in range(1, 15)] == [(200, "spooled")] * 14
+    await first.stop()
+
+    await broker_proxy.restore()
+    second = await make_receiver(settings)  # same spool directory: drains what the first left
+    assert (await post(callback_client, second, 15))[0] == 200
+    queues = await event_queues(settings)
+    assert subjects(await queues.take(queues.inbound, 16)) == expected(range(16))
+    assert await queues.count(queues.inbound) == 0
+
+
+async def test_in_flight_callbacks_finish_at_shutdown_and_are_drained_after(
+    proxied: Callable[..., Settings],
+    broker_proxy: BrokerProxy,
+    make_settings: Callable[..., Settings],
+    amqp_url: str,
+    make_receiver: MakeReceiver,
+    callback_client: aiohttp.ClientSession,
+    event_queues: OpenQueues,
+) -> None:
+    settings = proxied()
+    server = await make_receiver(settings)
+    assert (await post(callback_client, server, 0)) == (200, "published")
+
+    broker_proxy.pause()  # publishes go out but no confirm comes back
+    in_flight = [asyncio.create_task(post(callback_client, server, n)) for n in range(1, 6)]
+    await broker_proxy.held.wait()
+    await server.stop()  # stops accepting, waits for the five, closes the broker link
+    assert [await task for task in in_flight] == [(200, "spooled")] * 5
+    await broker_proxy.cut()  # what the proxy held never reaches the broker
+
+    direct = make_settings(
+        broker={"url": amqp_url},
+        receiver={**CREDENTIALS, "spool_dir": str(settings.receiver.spool_dir)},
+    )
+    await make_receiver(direct)
+    queues = await event_queues(settings)
+    drained = subjects(await queues.take(queues.inbound, 6))
+    assert drained[0] == "m-outage0000"
+    assert sorted(drained[1:]) == expected(range(1, 6))
+    assert await queues.count(queues.inbound) == 0
+
+
+async def test_without_spool_an_outage_is_answered_503(
+    proxied: Callable[..., Settings],
+    broker_proxy: BrokerProxy,
+    make_receiver: MakeReceiver,
+    callback_client: aiohttp.ClientSession,
+    event_queues: OpenQueues,
+) -> None:
+    settings = proxied(spool_enabled=False)
+    server = await make_receiver(settings)
+    assert (await post(callback_client, server, 0)) == (200, "published")
+    await broker_proxy.cut()
+    status, kind = await post(callback_client, server, 1)
+    assert (status, kind) == (503, "urn:catapult-bridge:problem:unavailable")
+    status, report = await readiness(callback_client, server)
+    assert status == 503
+    assert report["spool"] == {"enabled": False}
+    await broker_proxy.restore()
+    queues = await event_queues(settings)
+    assert subjects(await queues.take(queues.inbound, 1)) == expected(range(1))
+    assert await queues.count(queues.inbound) == 0
+
+
+async def test_a_full_spool_answers_503(
+    proxied: Callable[..., Settings],
+    broker_proxy: BrokerProxy,
+    make_receiver: MakeReceiver,
+    callback_client: aiohttp.ClientSession,
+    event_queues: OpenQueues,
+) -> None:
+    # Room for about 15 events of some 1.3 kB: when one more does not fit, over 90 % is used.
+    settings = proxied(spool_max_bytes=20_000)
+    await broker_proxy.cut()
+    server = await make_receiver(settings)
+    answers = [await post(callback_client, server, n) for n in range(25)]
+    accepted = [n for n, (status, _) in enumerate(answers) if status == 200]
+    refused = [kind for status, kind in answers if status == 503]
+    assert accepted == list(range(len(accepted)))
+    assert 0 < len(accepted) < 25
+    assert set(refused) == {"urn:catapult-bridge:problem:spool-full"}
+    status, report = await readiness(callback_client, server)
+    assert status == 503
+    assert report["spool"]["state"] == "nearly-full"
+
+    await broker_proxy.restore()
+    queues = await event_queues(settings)
+    assert subjects(await queues.take(queues.inbound, len(accepted))) == expected(
+        range(len(accepted))
+    )
+    assert await queues.count(queues.inbound) == 0
+
+
+async def test_an_unroutable_event_is_spooled_and_published_once_the_queue_is_back(
+    make_settings: Callable[..., Settings],
+    amqp: AbstractRobustConnection,
+    make_receiver: MakeReceiver,
+    callback_client: aiohttp.ClientSession,
+    event_queues: OpenQueues,
+) -> None:
+    settings = make_settings(receiver={**CREDENTIALS, "retry_interval_s": 0.1})
+    server = await make_receiver(settings)
+    channel = await amqp.channel()
+    await channel.queue_delete(settings.broker.inbound_queue)  # no queue for inbound.* any more
+    await channel.close()
+    assert (await post(callback_client, server, 0)) == (200, "spooled")  # returned: mandatory
+    # The queue comes back (the worker, an operator, or the drainer's own redeclaration).
+    channel = await amqp.channel()
+    await declare_topology(channel, Topology.from_settings(settings))
+    await channel.close()
+    queues = await event_queues(settings)
+    assert subjects(await queues.take(queues.inbound, 1)) == expected(range(1))
