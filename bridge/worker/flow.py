@@ -1,0 +1,283 @@
+"""A command's way through the worker, from its delivery to the disposition ``settle`` carries out.
+
+Intake (``on_message``): the delivery is read; poison is dead-lettered at once; a send is admitted
+to its sender's lane (held, or parked for later), an import to the number lane. The dispatchers
+take ready work within the limits and the call slots; the executor calls Catapult; ``_conclude``
+gives each command its end: a rate-limit refusal pauses the scope and puts the command back at the
+head of its lane (no attempt spent), anything else becomes a ``Disposition`` (``Planner``) that
+``CommandConsumer.settle`` carries out. At shutdown, ``give_back_held`` returns what is held to the
+broker, and a call cancelled at the drain deadline gives its commands back too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from aio_pika.abc import AbstractIncomingMessage
+
+from bridge.broker import Topology
+from bridge.catapult import MAX_BATCH
+from bridge.events.commands import CommandKind
+from bridge.settings import WorkerSettings
+from bridge.worker.consumer import CommandConsumer, OnMessage
+from bridge.worker.decisions import Done, Outcome, PauseScope, Throttle
+from bridge.worker.deliveries import Delivery, Rejected, read_delivery
+from bridge.worker.dispatcher import Dispatcher, InFlight
+from bridge.worker.executor import Executor
+from bridge.worker.limits import Limits
+from bridge.worker.metrics import WorkerMetrics
+from bridge.worker.scheduler import ImportScheduler, Park, SendScheduler
+from bridge.worker.settlement import GIVE_BACK, Disposition, Finish, Planner, Republish
+
+log = logging.getLogger(__name__)
+
+
+class CommandFlow:
+    def __init__(
+        self,
+        *,
+        settings: WorkerSettings,
+        topology: Topology,
+        consumer: CommandConsumer,
+        executor: Executor,
+        limits: Limits,
+        metrics: WorkerMetrics,
+        in_flight: InFlight,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._topology = topology
+        self._consumer = consumer
+        self._executor = executor
+        self._limits = limits
+        self._metrics = metrics
+        self._in_flight = in_flight
+        self._clock = clock
+        self._planner = Planner(topology)
+        self._accepting = True
+        self._sends: SendScheduler[Delivery] = SendScheduler(
+            limits,
+            hold_s=settings.hold_s,
+            park_tiers_s=topology.retry_delays_s,
+            batch_max=min(settings.batch_max, MAX_BATCH),
+            window=settings.send_prefetch,
+        )
+        self._imports: ImportScheduler[Delivery] = ImportScheduler(limits)
+        self._held_sends = metrics.held.labels("send")
+        self._held_imports = metrics.held.labels("import")
+        calls = asyncio.Semaphore(settings.concurrency)
+        number_calls = asyncio.Semaphore(settings.number_concurrency)
+        self.send_dispatcher: Dispatcher[Delivery] = Dispatcher(
+            name="send",
+            next_ready_at=self._sends.next_ready_at,
+            take=self._sends.take,
+            run=self._run_sends,
+            slots=[calls],
+            in_flight=in_flight,
+            clock=clock,
+        )
+        self.import_dispatcher: Dispatcher[Delivery] = Dispatcher(
+            name="import",
+            next_ready_at=self._imports.next_ready_at,
+            take=self._imports.take,
+            run=self._run_import,
+            slots=[number_calls, calls],
+            in_flight=in_flight,
+            clock=clock,
+        )
+
+    @property
+    def held_count(self) -> int:
+        return self._sends.held_count + self._imports.held_count
+
+    def on_message_for(self, queue: str, kind: CommandKind) -> OnMessage:
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await self._on_message(message, queue=queue, kind=kind)
+
+        return on_message
+
+    def stop_accepting(self) -> None:
+        self._accepting = False
+
+    async def give_back_held(self) -> int:
+        """Nack every held command back to the broker (shutdown); return how many."""
+        held = self._sends.drain() + self._imports.drain()
+        self._update_gauges()
+        await asyncio.gather(*(self._settle(d, GIVE_BACK) for d in held))
+        return len(held)
+
+    # -- intake ----------------------------------------------------------------------------------
+
+    async def _on_message(
+        self, message: AbstractIncomingMessage, *, queue: str, kind: CommandKind
+    ) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.track(task)
+        try:
+            await self._take_in(message, queue=queue, kind=kind)
+        except Exception:  # the per-message boundary: a bug must neither crash nor lose it
+            log.exception(
+                "unexpected failure taking in message %s: giving it back", message.message_id
+            )
+            # Requeued; RabbitMQ's delivery limit dead-letters it if this happens every time.
+            await self._consumer.settle(message, GIVE_BACK, command_id=message.message_id or "")
+
+    async def _take_in(
+        self, message: AbstractIncomingMessage, *, queue: str, kind: CommandKind
+    ) -> None:
+        delivery = read_delivery(message, queue=queue, kind=kind)
+        if isinstance(delivery, Rejected):
+            await self._reject(delivery)
+            return
+        if not self._accepting:
+            await self._settle(delivery, GIVE_BACK)
+            return
+        if kind is CommandKind.IMPORT:
+            self._imports.admit(delivery)
+            self.import_dispatcher.wake()
+        else:
+            due_in_s = None
+            if delivery.due_at_epoch_s is not None:
+                due_in_s = delivery.due_at_epoch_s - time.time()
+            admission = self._sends.admit(delivery, self._clock(), due_in_s=due_in_s)
+            if isinstance(admission, Park):
+                await self._settle(
+                    delivery, self._planner.for_park(delivery, admission, now=_now())
+                )
+            else:
+                self.send_dispatcher.wake()
+
+    async def _reject(self, rejected: Rejected) -> None:
+        log.warning(
+            "dead-lettering an invalid command %s from %s: %s (%s)",
+            rejected.command_id,
+            rejected.queue,
+            rejected.poison.reason,
+            rejected.poison.detail,
+            extra={"command_id": rejected.command_id, "message_id": rejected.message.message_id},
+        )
+        finish = self._planner.for_rejected(rejected, now=_now())
+        if await self._consumer.settle(
+            rejected.message, finish, command_id=rejected.command_id
+        ):  # fmt: skip
+            self._metrics.results.labels(rejected.kind.value, "failed").inc()
+            self._metrics.dead_letters.labels("invalid-command").inc()
+
+    # -- calls -----------------------------------------------------------------------------------
+
+    async def _run_sends(self, batch: list[Delivery]) -> None:
+        live = self._live(batch)
+        self._update_gauges()
+        try:
+            results = await self._executor.run_sends(live) if live else []
+        except asyncio.CancelledError:
+            await asyncio.shield(self._give_back(live))
+            raise
+        await self._conclude_all(results)
+
+    async def _run_import(self, batch: list[Delivery]) -> None:
+        live = self._live(batch)
+        self._update_gauges()
+        try:
+            results = [(d, await self._executor.run_import(d)) for d in live]
+        except asyncio.CancelledError:
+            await asyncio.shield(self._give_back(live))
+            raise
+        await self._conclude_all(results)
+
+    def _live(self, batch: list[Delivery]) -> list[Delivery]:
+        # A delivery whose channel closed (connection lost) cannot be acked any more and the
+        # broker delivers it again: calling Catapult for it now would only risk a duplicate.
+        live = [d for d in batch if not d.is_stale]
+        if len(live) < len(batch):
+            log.info("dropping %d commands of a lost channel", len(batch) - len(live))
+        return live
+
+    async def _give_back(self, deliveries: list[Delivery]) -> None:
+        await asyncio.gather(*(self._settle(d, GIVE_BACK) for d in deliveries))
+
+    async def _conclude_all(self, results: list[tuple[Delivery, Outcome]]) -> None:
+        done = await asyncio.gather(
+            *(self._conclude(d, o) for d, o in results), return_exceptions=True
+        )
+        for (delivery, _), failure in zip(results, done, strict=True):
+            if isinstance(failure, Exception):  # a bug: the command goes back, the worker goes on
+                log.error(
+                    "unexpected failure settling command %s: giving it back",
+                    delivery.command_id,
+                    exc_info=failure,
+                    extra={"command_id": delivery.command_id},
+                )
+                await self._settle(delivery, GIVE_BACK)
+            elif isinstance(failure, BaseException):
+                raise failure
+
+    async def _conclude(self, delivery: Delivery, outcome: Outcome) -> None:
+        if isinstance(outcome, Throttle):
+            self._throttle(delivery, outcome)
+            return
+        if isinstance(outcome, Done) and delivery.kind is CommandKind.SEND:
+            self._limits.succeeded(PauseScope.ACCOUNT)
+            self._limits.succeeded(PauseScope.NUMBER, delivery.sender)
+            self._limits.succeeded(PauseScope.SENDS)
+        await self._settle(delivery, self._planner.for_outcome(delivery, outcome, now=_now()))
+
+    def _throttle(self, delivery: Delivery, throttle: Throttle) -> None:
+        until = self._limits.pause(throttle, now_s=self._clock(), now_epoch_s=time.time())
+        self._metrics.pauses.labels(throttle.scope.value).inc()
+        log.info(
+            "Catapult refused command %s (%s): pausing %s%s for %.2f s",
+            delivery.command_id,
+            throttle.error.code,
+            throttle.scope.value,
+            f" {throttle.key}" if throttle.key else "",
+            max(0.0, until - self._clock()),
+            extra={"command_id": delivery.command_id},
+        )
+        if delivery.kind is CommandKind.IMPORT:
+            # One lane, paused as a whole: the imports held wait in memory (the lane's window).
+            self._imports.put_back(delivery)
+            self.import_dispatcher.wake()
+            return
+        admission = self._sends.put_back(delivery, self._clock())
+        if isinstance(admission, Park):
+            disposition = self._planner.for_park(delivery, admission, now=_now())
+            self._in_flight.spawn(self._settle(delivery, disposition), name="park after refusal")
+        self.send_dispatcher.wake()
+
+    async def _settle(self, delivery: Delivery, disposition: Disposition) -> None:
+        settled = await self._consumer.settle(
+            delivery.message, disposition, command_id=delivery.command_id
+        )
+        if not settled:
+            return
+        kind = delivery.kind.value
+        if isinstance(disposition, Finish):
+            self._metrics.results.labels(kind, disposition.outcome).inc()
+            if disposition.dead_letter is not None:
+                reason = str(disposition.dead_letter.headers.get("x-bridge-reason", ""))
+                self._metrics.dead_letters.labels(reason).inc()
+            log.debug(
+                "command %s %s",
+                delivery.command_id,
+                disposition.outcome,
+                extra={"command_id": delivery.command_id},
+            )
+        elif isinstance(disposition, Republish):
+            self._metrics.republished.labels(kind, disposition.why).inc()
+
+    def _update_gauges(self) -> None:
+        # Set when work is taken or given back (not per delivery: cheap enough, current enough).
+        self._held_sends.set(self._sends.held_count)
+        self._held_imports.set(self._imports.held_count)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+__all__ = ["CommandFlow"]

@@ -1,0 +1,166 @@
+"""The worker's own limits: token buckets for sends and number requests, and pauses after refusals.
+
+Buckets have capacity (burst) 1 and refill at the configured rate, run ``rate_margin`` under it:
+Catapult (and the simulator) count accepted sends per account and per sending number over the
+window (now - 10 s, now]; with the margin, a bucket of capacity 1 never puts more than ``rate * 10``
+sends into such a window, even when the network delivers two sends closer together than they
+left. The
+per-number bucket applies only to person-to-person numbers (``worker.a2p_numbers`` are exempt).
+A rate of 0 switches a bucket off.
+
+Pauses come from Catapult's refusals: a 403 ``message-rate-limit*`` pauses the account or one
+number (no reset time is given, so the pause starts at ``rate_limit_pause_s`` and doubles while the
+refusals go on, up to ``rate_limit_pause_max_s``); a 429 pauses its resource family until
+``X-RateLimit-Reset``.
+
+Times are passed in (monotonic seconds; wall-clock seconds only to read a reset time). No I/O and no
+clock here. Memory: one entry per number that sent within its last interval, plus live pauses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from bridge.settings import WorkerSettings
+from bridge.worker.decisions import PauseScope, Throttle
+
+_PRUNE_EVERY = 1024
+
+
+class TokenBucket:
+    """Capacity 1: a take is allowed from ``ready_at`` on, and moves it one interval past now."""
+
+    __slots__ = ("_ready_at", "interval_s")
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._ready_at = -math.inf
+
+    @property
+    def ready_at(self) -> float:
+        return self._ready_at
+
+    def take(self, now_s: float) -> None:
+        self._ready_at = max(self._ready_at, now_s) + self.interval_s
+
+
+def interval_for(rate_per_s: float, margin: float) -> float:
+    """Seconds between takes for a rate (0: unlimited), ``margin`` under the rate."""
+    return 0.0 if rate_per_s <= 0 else (1.0 + margin) / rate_per_s
+
+
+@dataclass(slots=True)
+class _Pause:
+    until_s: float
+    strikes: int
+
+
+PauseKey = tuple[PauseScope, str | None]
+
+
+class Limits:
+    """Every bucket and pause of one worker; the schedulers ask it when work may go out."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        margin = settings.rate_margin
+        self._account = TokenBucket(interval_for(settings.account_messages_per_s, margin))
+        self._number_interval_s = interval_for(settings.number_messages_per_s, margin)
+        self._numbers: dict[str, TokenBucket] = {}
+        self._a2p = frozenset(settings.a2p_numbers)
+        self._number_requests = TokenBucket(
+            interval_for(settings.number_requests_per_min / 60.0, margin)
+        )
+        self._pause_s = settings.rate_limit_pause_s
+        self._pause_max_s = settings.rate_limit_pause_max_s
+        self._pauses: dict[PauseKey, _Pause] = {}
+        self._takes = 0
+
+    # -- sends ---------------------------------------------------------------------------------
+
+    @property
+    def account_interval_s(self) -> float:
+        return self._account.interval_s
+
+    def number_interval_s(self, sender: str) -> float:
+        return 0.0 if sender in self._a2p else self._number_interval_s
+
+    def send_ready_at(self, sender: str, *, lookup: bool = False) -> float:
+        """When a send from ``sender`` may go out (a look-up first, with ``lookup``)."""
+        ready = max(
+            self._account.ready_at,
+            self._paused_until(PauseScope.ACCOUNT, None),
+            self._paused_until(PauseScope.NUMBER, sender),
+            self._paused_until(PauseScope.SENDS, None),
+        )
+        bucket = self._numbers.get(sender)
+        if bucket is not None:
+            ready = max(ready, bucket.ready_at)
+        if lookup:
+            ready = max(ready, self._paused_until(PauseScope.LOOKUPS, None))
+        return ready
+
+    def take_send(self, sender: str, now_s: float) -> None:
+        self._account.take(now_s)
+        interval = self.number_interval_s(sender)
+        if interval > 0:
+            bucket = self._numbers.get(sender)
+            if bucket is None:
+                bucket = self._numbers[sender] = TokenBucket(interval)
+            bucket.take(now_s)
+        self._takes += 1
+        if self._takes % _PRUNE_EVERY == 0:
+            self._prune(now_s)
+
+    # -- number requests -------------------------------------------------------------------------
+
+    def import_ready_at(self) -> float:
+        return max(
+            self._number_requests.ready_at,
+            self._paused_until(PauseScope.NUMBER_REQUESTS, None),
+        )
+
+    def take_import(self, now_s: float) -> None:
+        self._number_requests.take(now_s)
+
+    # -- pauses ----------------------------------------------------------------------------------
+
+    def pause(self, throttle: Throttle, *, now_s: float, now_epoch_s: float) -> float:
+        """Apply a refusal; return the monotonic time the paused scope opens again."""
+        key: PauseKey = (throttle.scope, throttle.key)
+        pause = self._pauses.get(key)
+        # Refusals a quiet while apart (longer than the longest pause) start a fresh backoff.
+        if pause is not None and pause.until_s < now_s - self._pause_max_s:
+            pause = None
+        strikes = 1 if pause is None else pause.strikes + 1
+        if throttle.until_epoch_s is not None:
+            until = now_s + max(0.0, throttle.until_epoch_s - now_epoch_s)
+        else:
+            until = now_s + min(self._pause_max_s, self._pause_s * 2.0 ** (strikes - 1))
+        if pause is not None:
+            until = max(until, pause.until_s)
+        self._pauses[key] = _Pause(until_s=until, strikes=strikes)
+        return until
+
+    def succeeded(self, scope: PauseScope, key: str | None = None) -> None:
+        """A request in ``scope`` went through: the next refusal starts a fresh backoff."""
+        pause = self._pauses.get((scope, key))
+        if pause is not None:
+            pause.strikes = 0
+
+    def is_paused(self, scope: PauseScope, key: str | None, now_s: float) -> bool:
+        return self._paused_until(scope, key) > now_s
+
+    def _paused_until(self, scope: PauseScope, key: str | None) -> float:
+        pause = self._pauses.get((scope, key))
+        return -math.inf if pause is None else pause.until_s
+
+    def _prune(self, now_s: float) -> None:
+        # A bucket whose next take is already allowed behaves like a new one; a pause over for
+        # longer than the longest pause would start a fresh backoff anyway.
+        self._numbers = {k: b for k, b in self._numbers.items() if b.ready_at > now_s}
+        stale = now_s - self._pause_max_s
+        self._pauses = {k: p for k, p in self._pauses.items() if p.until_s > stale}
+
+
+__all__ = ["Limits", "PauseKey", "TokenBucket", "interval_for"]

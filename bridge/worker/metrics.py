@@ -1,0 +1,77 @@
+"""The worker's Prometheus metrics, registered on a registry the caller may share.
+
+Never the global default registry: tests build many workers in one process, and the runner gives
+the receiver and the worker one registry for one ``/metrics``. Names start with
+``bridge_worker_`` so they cannot clash with the receiver's. No I/O here.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.results = Counter(
+            "bridge_worker_results",
+            "Commands finished, by command and outcome.",
+            ["command", "outcome"],
+            registry=r,
+        )
+        self.republished = Counter(
+            "bridge_worker_republished",
+            "Commands sent through a delay tier: retry, ambiguous (look up first) or park.",
+            ["command", "why"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "bridge_worker_dead_letters", "Commands dead-lettered, by reason.", ["reason"],
+            registry=r,
+        )  # fmt: skip
+        self.given_back = Counter(
+            "bridge_worker_given_back", "Deliveries nacked back to the broker.", registry=r
+        )
+        self.settle_failures = Counter(
+            "bridge_worker_settle_failures",
+            "Deliveries that could not be settled (broker refused or unreachable).",
+            registry=r,
+        )
+        self.calls = Counter(
+            "bridge_worker_catapult_calls",
+            "Requests made to Catapult, by operation and result.",
+            ["operation", "result"],
+            registry=r,
+        )
+        self.call_seconds = Histogram(
+            "bridge_worker_catapult_call_seconds",
+            "Duration of requests to Catapult.",
+            ["operation"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "bridge_worker_batch_size",
+            "Messages per send request.",
+            buckets=(1, 2, 5, 10, 20, 30, 40, 50),
+            registry=r,
+        )
+        self.pauses = Counter(
+            "bridge_worker_pauses", "Pauses after Catapult rate limits, by scope.", ["scope"],
+            registry=r,
+        )  # fmt: skip
+        self.calls_in_flight = Gauge(
+            "bridge_worker_calls_in_flight", "Requests to Catapult in flight.", registry=r
+        )
+        self.held = Gauge(
+            "bridge_worker_held_commands",
+            "Commands held in memory waiting for their turn or their tokens.",
+            ["command"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "bridge_worker_ready", "1 while the worker consumes commands, else 0.", registry=r
+        )
+
+
+__all__ = ["WorkerMetrics"]

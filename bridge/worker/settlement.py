@@ -1,0 +1,296 @@
+"""What the broker must be told for each outcome: pure plans for the one function that acks.
+
+``Planner`` turns a delivery and its outcome into a ``Disposition``:
+
+    Finish     publish the result event (events exchange, and ``reply_to`` when set), the dead
+               letter too for failures, then ack
+    Republish  publish a copy to a delay tier (a retry, or a parked send), then ack
+    GiveBack   nack with requeue (shutdown): the broker delivers it again, to be looked up first
+
+Results are CloudEvents whose id is derived from the command id, so the rare second copy of a
+result (a worker killed between the broker's confirm and its ack) carries the same id and
+consumers can drop it. Dead letters keep the body (an import's without its Dashboard credentials)
+and say in headers why, with Catapult's last error and the attempts made.
+
+No I/O here; ``consumer.settle`` carries the plans out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from bridge.broker import Envelope, Topology
+from bridge.events.cloudevents import CloudEvent, EventType, deterministic_id
+from bridge.events.commands import CommandKind, ImportCommand, SendCommand, redacted_body
+from bridge.events.results import FailureReason, ImportResult, ResultError, SendResult
+from bridge.worker import deliveries as h
+from bridge.worker.decisions import AlreadyImported, Ambiguous, Done, Fail, Retry
+from bridge.worker.deliveries import Delivery, Rejected
+from bridge.worker.scheduler import Park
+
+SOURCE = "catapult-bridge/worker"
+JSON = "application/json"
+
+Settled = Done | AlreadyImported | Retry | Ambiguous | Fail
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    result: Envelope
+    reply_to: str | None
+    dead_letter: Envelope | None
+    outcome: str  # succeeded | failed | already-imported, for logs and metrics
+
+
+@dataclass(frozen=True, slots=True)
+class Republish:
+    queue: str
+    envelope: Envelope
+    why: str  # retry | ambiguous | park
+
+
+@dataclass(frozen=True, slots=True)
+class GiveBack:
+    pass
+
+
+Disposition = Finish | Republish | GiveBack
+GIVE_BACK = GiveBack()
+
+_EVENT_TYPES = {
+    (CommandKind.SEND, "succeeded"): EventType.SEND_SUCCEEDED,
+    (CommandKind.SEND, "failed"): EventType.SEND_FAILED,
+    (CommandKind.IMPORT, "succeeded"): EventType.IMPORT_SUCCEEDED,
+    (CommandKind.IMPORT, "already-imported"): EventType.IMPORT_ALREADY_IMPORTED,
+    (CommandKind.IMPORT, "failed"): EventType.IMPORT_FAILED,
+}
+
+
+_IMPORT_OUTCOMES: dict[str, Literal["succeeded", "already-imported", "failed"]] = {
+    "succeeded": "succeeded",
+    "already-imported": "already-imported",
+    "failed": "failed",
+}
+
+
+class Planner:
+    def __init__(self, topology: Topology) -> None:
+        self._topology = topology
+
+    def for_outcome(self, delivery: Delivery, outcome: Settled, *, now: datetime) -> Disposition:
+        match outcome:
+            case Done() | AlreadyImported() | Fail():
+                return self._finish(delivery, outcome, now=now)
+            case Retry(delay_s=delay_s, error=error):
+                return self._again(delivery, delay_s, error, lookup=False, why="retry")
+            case Ambiguous(delay_s=delay_s, error=error):
+                return self._again(delivery, delay_s, error, lookup=True, why="ambiguous")
+
+    def for_park(self, delivery: Delivery, park: Park, *, now: datetime) -> Republish:
+        headers = self._copy_headers(delivery, lookup=delivery.needs_lookup)
+        headers[h.DUE_AT_MS] = h.epoch_ms(now.timestamp() + park.due_in_s)
+        return self._republish(delivery, park.delay_s, headers, why="park")
+
+    def for_rejected(self, rejected: Rejected, *, now: datetime) -> Finish:
+        error = ResultError(
+            category="invalid-command", code=rejected.poison.reason, message=rejected.poison.detail
+        )
+        common: dict[str, Any] = {
+            "command_id": rejected.command_id,
+            "command_id_source": rejected.id_source,
+            "attempts": 0,
+            "outcome": "failed",
+            "reason": FailureReason.INVALID_COMMAND,
+            "error": error,
+        }
+        data = (SendResult if rejected.kind is CommandKind.SEND else ImportResult)(**common)
+        result = self._result(
+            rejected.kind,
+            rejected.queue,
+            rejected.command_id,
+            "failed",
+            data.to_data(),
+            correlation_id=rejected.message.correlation_id,
+            now=now,
+        )
+        headers = {
+            **h.carried_headers(rejected.message),
+            h.REASON: FailureReason.INVALID_COMMAND.value,
+            h.DETAIL: rejected.poison.detail,
+            h.ATTEMPTS: 0,
+            h.QUEUE: rejected.queue,
+            h.COMMAND_ID: rejected.command_id,
+            **h.error_headers(error),
+        }
+        dead = Envelope(
+            body=redacted_body(rejected.kind, rejected.message.body),
+            routing_key=rejected.queue,
+            message_id=rejected.command_id,
+            type=rejected.message.type or "",
+            content_type=rejected.message.content_type or JSON,
+            headers=headers,
+            correlation_id=rejected.message.correlation_id,
+            reply_to=rejected.message.reply_to,
+            timestamp=rejected.message.timestamp or now,
+        )
+        return Finish(result, rejected.message.reply_to, dead, "failed")
+
+    # -- finishing -------------------------------------------------------------------------------
+
+    def _finish(
+        self, delivery: Delivery, outcome: Done | AlreadyImported | Fail, *, now: datetime
+    ) -> Finish:
+        word = {Done: "succeeded", AlreadyImported: "already-imported", Fail: "failed"}[
+            type(outcome)
+        ]
+        data = _result_data(delivery, outcome, word)
+        result = self._result(
+            delivery.kind,
+            delivery.queue,
+            delivery.command_id,
+            word,
+            data,
+            correlation_id=delivery.message.correlation_id,
+            now=now,
+        )
+        dead = self._dead_letter(delivery, outcome, now=now) if isinstance(outcome, Fail) else None
+        return Finish(result, delivery.message.reply_to, dead, word)
+
+    def _result(
+        self,
+        kind: CommandKind,
+        queue: str,
+        command_id: str,
+        word: str,
+        data: dict[str, Any],
+        *,
+        correlation_id: str | None,
+        now: datetime,
+    ) -> Envelope:
+        event = CloudEvent(
+            id=deterministic_id("result", str(kind), command_id),
+            source=SOURCE,
+            type=_EVENT_TYPES[(kind, word)],
+            subject=command_id,
+            time=now,
+            # As in the receiver's status events: the command id, so that one attribute joins
+            # a command's result and every callback of its message.
+            correlationid=command_id,
+            data=data,
+        )
+        return event.to_envelope(
+            routing_key=f"{self._topology.result_prefix(queue)}.{word}",
+            correlation_id=correlation_id or None,
+        )
+
+    def _dead_letter(self, delivery: Delivery, outcome: Fail, *, now: datetime) -> Envelope:
+        message = delivery.message
+        headers = {
+            **h.carried_headers(message),
+            h.REASON: outcome.reason.value,
+            h.ATTEMPTS: delivery.attempts,
+            h.QUEUE: delivery.queue,
+            h.COMMAND_ID: delivery.command_id,
+            h.ID_SOURCE: delivery.parsed.id_source.value,
+            **h.error_headers(outcome.error),
+        }
+        return Envelope(
+            body=redacted_body(delivery.kind, message.body),
+            routing_key=delivery.queue,
+            message_id=delivery.command_id,
+            type=message.type or "",
+            content_type=message.content_type or JSON,
+            headers=headers,
+            correlation_id=message.correlation_id,
+            reply_to=message.reply_to,
+            timestamp=message.timestamp or now,
+        )
+
+    # -- republishing ----------------------------------------------------------------------------
+
+    def _again(
+        self,
+        delivery: Delivery,
+        delay_s: float,
+        error: ResultError,
+        *,
+        lookup: bool,
+        why: str,
+    ) -> Republish:
+        headers = self._copy_headers(delivery, lookup=lookup)
+        headers.update(h.error_headers(error))
+        return self._republish(delivery, self._topology.retry_tier(delay_s), headers, why=why)
+
+    def _copy_headers(self, delivery: Delivery, *, lookup: bool) -> dict[str, Any]:
+        headers = {
+            **h.carried_headers(delivery.message),
+            h.ATTEMPTS: delivery.attempts,
+            h.ID_SOURCE: delivery.parsed.id_source.value,
+            **h.error_headers(delivery.last_error),
+        }
+        if lookup:
+            headers[h.LOOKUP] = 1
+        if delivery.sent_at_epoch_s is not None:
+            headers[h.SENT_AT_MS] = h.epoch_ms(delivery.sent_at_epoch_s)
+        return headers
+
+    def _republish(
+        self, delivery: Delivery, tier_s: float, headers: dict[str, Any], *, why: str
+    ) -> Republish:
+        message = delivery.message
+        queue = self._topology.retry_queue(delivery.queue, tier_s)
+        envelope = Envelope(
+            body=message.body,
+            routing_key=queue,
+            message_id=delivery.command_id,
+            type=message.type or "",
+            content_type=message.content_type or JSON,
+            headers=headers,
+            correlation_id=message.correlation_id,
+            reply_to=message.reply_to,
+            timestamp=message.timestamp or datetime.now(UTC),
+        )
+        return Republish(queue, envelope, why)
+
+
+def _result_data(
+    delivery: Delivery, outcome: Done | AlreadyImported | Fail, word: str
+) -> dict[str, Any]:
+    error = None if isinstance(outcome, Done) else outcome.error
+    reason = outcome.reason if isinstance(outcome, Fail) else None
+    resource_id = outcome.resource_id if isinstance(outcome, Done) else None
+    location = outcome.location or None if isinstance(outcome, Done) else None
+    command = delivery.parsed.command
+    common: dict[str, Any] = {
+        "command_id": delivery.command_id,
+        "command_id_source": delivery.parsed.id_source,
+        "attempts": delivery.attempts,
+        "reason": reason,
+        "error": error,
+    }
+    if isinstance(command, SendCommand):
+        return SendResult(
+            **common,
+            outcome="succeeded" if word == "succeeded" else "failed",
+            message_id=resource_id,
+            location=location,
+            from_=command.from_,
+            to=command.to,
+            tag=command.tag,
+            recovered=isinstance(outcome, Done) and outcome.recovered,
+        ).to_data()
+    assert isinstance(command, ImportCommand)
+    return ImportResult(
+        **common,
+        outcome=_IMPORT_OUTCOMES[word],
+        number=command.number,
+        number_id=resource_id,
+        location=location,
+        application_id=command.application_id,
+        name=command.name,
+    ).to_data()
+
+
+__all__ = ["GIVE_BACK", "Disposition", "Finish", "GiveBack", "Planner", "Republish", "Settled"]

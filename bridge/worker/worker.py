@@ -1,0 +1,231 @@
+"""``Worker``: the composition of the command side, with its ordered start and stop.
+
+    worker = Worker(settings, client)          # client: a CatapultClient, owned by the caller
+    await worker.start()                       # connect, declare the topology, consume
+    ...
+    await worker.stop()                        # SIGTERM semantics, below
+
+or ``async with Worker(settings, client): ...``.
+
+``start`` connects to RabbitMQ, declares the shared topology (``bridge.broker``), opens a confirm
+channel for everything the worker publishes, starts the two dispatchers and consumes the send and
+import queues. Calls in flight are capped by ``worker.concurrency`` (one slot per request; a batch
+of sends is one request) and imports by ``worker.number_concurrency`` as well; the prefetch of the
+send queue (``worker.send_prefetch``, default ``concurrency x batch_max``) bounds the commands held
+in memory, so that every call slot can carry a full batch.
+
+``stop``: stop consuming; give back what is held and not yet called; let the calls in flight
+finish within ``worker.drain_timeout_s`` (their commands are settled as usual); cancel the rest,
+which gives their commands back (a redelivered send is looked up before it is sent again, so
+nothing is sent twice); give back what a last refusal put back; close the Catapult client if the
+worker was asked to own it; close the channels and the connection. Nothing is acked that was not
+settled, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from types import TracebackType
+
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from prometheus_client import CollectorRegistry
+
+from bridge.broker import Publisher, Topology, connect, declare_topology, open_confirm_channel
+from bridge.catapult import CatapultClient
+from bridge.events.commands import CommandKind
+from bridge.settings import Settings
+from bridge.worker.consumer import CommandConsumer
+from bridge.worker.dispatcher import InFlight
+from bridge.worker.executor import Executor
+from bridge.worker.flow import CommandFlow
+from bridge.worker.limits import Limits
+from bridge.worker.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+CONNECTION_NAME = "catapult-bridge worker"
+_CLOSE_TIMEOUT_S = 5.0
+
+
+class WorkerState(enum.Enum):
+    CREATED = "created"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class Worker:
+    """Consumes send and import commands, calls Catapult within limits, publishes their results."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: CatapultClient,
+        *,
+        registry: CollectorRegistry | None = None,
+        close_client: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.topology = Topology.from_settings(settings)
+        self.metrics = WorkerMetrics(registry)
+        self.state = WorkerState.CREATED
+        self._client = client
+        self._close_client = close_client
+        self._in_flight = InFlight()
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._consumer: CommandConsumer | None = None
+        self._flow: CommandFlow | None = None
+        self._loops: list[asyncio.Task[None]] = []
+
+    @property
+    def is_ready(self) -> bool:
+        """Consuming, with the broker connection up."""
+        connection = self._connection
+        return (
+            self.state is WorkerState.RUNNING
+            and connection is not None
+            and not connection.is_closed
+        )
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def start(self) -> None:
+        """Connect, declare, consume. Raises (and cleans up) when the broker cannot be used."""
+        if self.state is not WorkerState.CREATED:
+            raise RuntimeError(f"a worker is started once; this one is {self.state.value}")
+        self.state = WorkerState.STARTING
+        try:
+            await self._start()
+        except BaseException:
+            await self._close()
+            self.state = WorkerState.STOPPED
+            raise
+        self.state = WorkerState.RUNNING
+        self.metrics.ready.set(1)
+        log.info(
+            "worker consuming %s and %s (concurrency %d)",
+            self.topology.send_queue,
+            self.topology.import_queue,
+            self.settings.worker.concurrency,
+        )
+
+    async def _start(self) -> None:
+        settings = self.settings
+        self._connection = await connect(settings.broker, name=CONNECTION_NAME)
+        self._channel = await open_confirm_channel(self._connection)
+        exchanges = await declare_topology(self._channel, self.topology)
+        publisher = Publisher(self._channel, confirm_timeout_s=settings.broker.confirm_timeout_s)
+        self._consumer = CommandConsumer(
+            publisher=publisher, exchanges=exchanges, metrics=self.metrics
+        )
+        limits = Limits(settings.worker)
+        executor = Executor(
+            self._client,
+            worker=settings.worker,
+            catapult=settings.catapult,
+            limits=limits,
+            metrics=self.metrics,
+        )
+        self._flow = flow = CommandFlow(
+            settings=settings.worker,
+            topology=self.topology,
+            consumer=self._consumer,
+            executor=executor,
+            limits=limits,
+            metrics=self.metrics,
+            in_flight=self._in_flight,
+        )
+        self._loops = [
+            asyncio.create_task(flow.send_dispatcher.run_forever(), name="send dispatcher"),
+            asyncio.create_task(flow.import_dispatcher.run_forever(), name="import dispatcher"),
+        ]
+        worker = settings.worker
+        for queue, kind, prefetch in (
+            (self.topology.send_queue, CommandKind.SEND, worker.send_prefetch),
+            (self.topology.import_queue, CommandKind.IMPORT, worker.number_concurrency),
+        ):
+            await self._consumer.consume(
+                self._connection,
+                queue=queue,
+                prefetch=prefetch,
+                on_message=flow.on_message_for(queue, kind),
+            )
+
+    async def stop(self) -> None:
+        """Ordered, bounded shutdown (see the module docstring). Idempotent."""
+        if self.state in (WorkerState.STOPPING, WorkerState.STOPPED, WorkerState.CREATED):
+            self.state = WorkerState.STOPPED if self.state is WorkerState.CREATED else self.state
+            return
+        self.state = WorkerState.STOPPING
+        self.metrics.ready.set(0)
+        flow = self._flow
+        if flow is not None:
+            flow.stop_accepting()
+        if self._consumer is not None:
+            await self._consumer.cancel()  # 1. no new deliveries
+        await self._stop_loops()  # 2. no new calls
+        if flow is not None:
+            given = await flow.give_back_held()  # 3. what is held goes back now
+            if given:
+                log.info("gave %d held commands back to the broker", given)
+        drain_s = self.settings.worker.drain_timeout_s
+        pending = await self._in_flight.wait(drain_s)  # 4. calls in flight finish
+        if pending:
+            log.warning(
+                "%d calls still running after %.1f s: cancelling them, their commands go back",
+                len(pending),
+                drain_s,
+            )
+            await self._in_flight.cancel(pending, timeout_s=_CLOSE_TIMEOUT_S)
+        if flow is not None:
+            await flow.give_back_held()  # 5. refused at the last moment: back too
+        await self._close()  # 6. HTTP session (when owned), channels, connection
+        self.state = WorkerState.STOPPED
+        log.info("worker stopped")
+
+    async def _stop_loops(self) -> None:
+        loops, self._loops = self._loops, []
+        for task in loops:
+            task.cancel()
+        if loops:
+            await asyncio.gather(*loops, return_exceptions=True)
+
+    async def _close(self) -> None:
+        await self._stop_loops()
+        if self._close_client:
+            await self._client.close()
+        if self._consumer is not None:
+            await self._consumer.close()
+        channel, self._channel = self._channel, None
+        if channel is not None and not channel.is_closed:
+            try:
+                await asyncio.wait_for(channel.close(), _CLOSE_TIMEOUT_S)
+            except Exception as exc:  # closing is best effort: the connection goes next
+                log.debug("closing the publish channel failed: %r", exc)
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                await asyncio.wait_for(connection.close(), _CLOSE_TIMEOUT_S)
+            except Exception as exc:  # the process is going away; the broker cleans up
+                log.warning("closing the broker connection failed: %r", exc)
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+__all__ = ["Worker", "WorkerState"]

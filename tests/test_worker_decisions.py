@@ -1,0 +1,247 @@
+"""The worker's pure decisions: classification, backoff, buckets and pauses. Tables, no I/O."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.catapult.errors import (
+    AmbiguousError,
+    ApiError,
+    AuthError,
+    BadRequestError,
+    CatapultError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    RateLimitedError,
+    RateLimitScope,
+    ServerError,
+    TransportError,
+)
+from bridge.events.results import FailureReason, ResultError
+from bridge.settings import WorkerSettings
+from bridge.worker.decisions import (
+    AlreadyImported,
+    Ambiguous,
+    Fail,
+    Operation,
+    Outcome,
+    PauseScope,
+    Retry,
+    RetryPolicy,
+    Throttle,
+    classify,
+)
+from bridge.worker.limits import Limits, TokenBucket, interval_for
+
+POLICY = RetryPolicy(max_attempts=4, base_delay_s=1.0, max_delay_s=30.0)
+SENDER = "+19195551212"
+
+
+def _e(cls: type[CatapultError], status: int | None, code: str | None = None) -> CatapultError:
+    return cls(message=f"{status} {code}", status=status, category="c", code=code)
+
+
+RATE_ACCOUNT = RateLimitedError(
+    message="m", status=403, code="message-rate-limit", scope=RateLimitScope.ACCOUNT
+)
+RATE_NUMBER = RateLimitedError(
+    message="m",
+    status=403,
+    code="message-rate-limit-per-tn",
+    scope=RateLimitScope.NUMBER,
+    number="+19195559999",
+)
+RATE_NUMBER_UNNAMED = RateLimitedError(
+    message="m", status=403, code="message-rate-limit-per-tn", scope=RateLimitScope.NUMBER
+)
+RATE_RESOURCE = RateLimitedError(
+    message="m", status=429, code="rate-limit-reached", scope=RateLimitScope.RESOURCE, retry_at=99.0
+)
+SEND, IMPORT, LOOKUP = Operation.SEND, Operation.IMPORT, Operation.LOOKUP
+
+
+@pytest.mark.parametrize(
+    ("error", "operation", "attempt", "expected"),
+    [
+        # Rate limits: pause the right scope, whatever the attempt.
+        (RATE_ACCOUNT, SEND, 9, Throttle(PauseScope.ACCOUNT, None, None, ResultError(message="m"))),
+        (RATE_NUMBER, SEND, 1, Throttle(PauseScope.NUMBER, "+19195559999", None,
+                                        ResultError(message="m"))),
+        (RATE_NUMBER_UNNAMED, SEND, 1, Throttle(PauseScope.NUMBER, SENDER, None,
+                                                ResultError(message="m"))),
+        (RATE_RESOURCE, SEND, 1, Throttle(PauseScope.SENDS, None, 99.0, ResultError(message="m"))),
+        (RATE_RESOURCE, IMPORT, 1, Throttle(PauseScope.NUMBER_REQUESTS, None, 99.0,
+                                            ResultError(message="m"))),
+        (RATE_RESOURCE, LOOKUP, 1, Throttle(PauseScope.LOOKUPS, None, 99.0,
+                                            ResultError(message="m"))),
+        # Transient: retry with backoff, until the attempts are used up.
+        (_e(ServerError, 500), SEND, 1, Retry),
+        (_e(ServerError, 503, "service-unavailable"), IMPORT, 3, Retry),
+        (_e(TransportError, None), SEND, 3, Retry),
+        (_e(ServerError, 500), SEND, 4, Fail),
+        (_e(TransportError, None), IMPORT, 4, Fail),
+        (_e(ApiError, None, "odd"), SEND, 1, Retry),
+        # Ambiguous sends always get a look-up; imports just try again (409 tells).
+        (_e(AmbiguousError, 503, "message-gateway-unavailable"), SEND, 1, Ambiguous),
+        (_e(AmbiguousError, None), SEND, 4, Ambiguous),
+        (_e(AmbiguousError, None), IMPORT, 1, Retry),
+        (_e(AmbiguousError, None), IMPORT, 4, Fail),
+        # A look-up that fails: look again later; give up at the maximum.
+        (_e(ServerError, 500), LOOKUP, 1, Ambiguous),
+        (_e(TransportError, None), LOOKUP, 2, Ambiguous),
+        (_e(ServerError, 500), LOOKUP, 4, Fail),
+        (_e(AuthError, 401, "access-denied"), LOOKUP, 1, Fail),
+        # Refusals: fail at once.
+        (_e(BadRequestError, 400, "missing-property"), SEND, 1, Fail),
+        (_e(AuthError, 401, "number-access-denied"), SEND, 1, Fail),
+        (_e(ForbiddenError, 403, "insufficient-available-balance"), SEND, 1, Fail),
+        (_e(NotFoundError, 404, "application-not-found"), IMPORT, 1, Fail),
+        (_e(ConflictError, 409, "duplicate-message"), SEND, 1, Fail),
+        (_e(ConflictError, 409, "something-else"), IMPORT, 1, Fail),
+        (_e(AuthError, 401, "provider-access-denied"), IMPORT, 1, Fail),
+        # Its own outcome.
+        (_e(ConflictError, 409, "duplicate-number"), IMPORT, 1, AlreadyImported),
+    ],
+)  # fmt: skip
+def test_classify(
+    error: CatapultError, operation: Operation, attempt: int, expected: Outcome | type
+) -> None:
+    outcome = classify(
+        error, operation=operation, sender=SENDER, attempt=attempt, policy=POLICY, jitter=0.5
+    )
+    if isinstance(expected, type):
+        assert type(outcome) is expected
+    else:
+        assert isinstance(outcome, Throttle)
+        assert isinstance(expected, Throttle)
+        assert (outcome.scope, outcome.key, outcome.until_epoch_s) == (
+            expected.scope,
+            expected.key,
+            expected.until_epoch_s,
+        )
+    if isinstance(outcome, Fail):
+        refused = isinstance(
+            error, AuthError | BadRequestError | ForbiddenError | NotFoundError | ConflictError
+        )
+        if operation is LOOKUP:
+            assert outcome.reason is FailureReason.UNKNOWN_OUTCOME
+        elif refused:
+            assert outcome.reason is FailureReason.REJECTED
+        else:
+            assert outcome.reason is FailureReason.RETRIES_EXHAUSTED
+
+
+def test_the_error_a_result_carries() -> None:
+    error = BadRequestError(
+        message="text too long", status=400, category="bad-request", code="validation-error"
+    )
+    outcome = classify(error, operation=SEND, sender=SENDER, attempt=1, policy=POLICY, jitter=0)
+    assert isinstance(outcome, Fail)
+    assert outcome.error == ResultError(
+        category="bad-request", code="validation-error", message="text too long", status=400
+    )
+
+
+@pytest.mark.parametrize(
+    ("attempt", "jitter", "delay_s"),
+    [(1, 1.0, 1.0), (1, 0.0, 0.5), (2, 1.0, 2.0), (3, 1.0, 4.0), (5, 1.0, 16.0), (6, 1.0, 30.0),
+     (9, 0.0, 15.0), (3, 0.5, 3.0)],
+)  # fmt: skip
+def test_backoff_is_exponential_with_jitter_and_capped(
+    attempt: int, jitter: float, delay_s: float
+) -> None:
+    assert POLICY.backoff_s(attempt, jitter) == pytest.approx(delay_s)
+
+
+def test_policy_from_settings_spans_the_delay_tiers() -> None:
+    policy = RetryPolicy.from_settings(WorkerSettings(retry_delays_s=(30, 1, 5), max_attempts=3))
+    assert policy == RetryPolicy(max_attempts=3, base_delay_s=1, max_delay_s=30)
+
+
+# -- buckets and pauses -----------------------------------------------------------------------
+
+
+def test_a_bucket_of_capacity_one_never_bursts() -> None:
+    bucket = TokenBucket(interval_s=1.0)
+    assert bucket.ready_at < 0
+    bucket.take(100.0)
+    assert bucket.ready_at == 101.0
+    bucket.take(105.0)  # idle for a while: still only one
+    assert bucket.ready_at == 106.0
+
+
+@pytest.mark.parametrize(
+    ("rate", "margin", "interval"), [(1.0, 0.0, 1.0), (1.0, 0.02, 1.02), (0.0, 0.02, 0.0)]
+)
+def test_intervals(rate: float, margin: float, interval: float) -> None:
+    assert interval_for(rate, margin) == pytest.approx(interval)
+
+
+def test_sends_wait_for_the_account_and_their_own_number() -> None:
+    limits = Limits(
+        WorkerSettings(
+            account_messages_per_s=2, number_messages_per_s=1, rate_margin=0, a2p_numbers=("+2",)
+        )
+    )
+    limits.take_send("+1", 10.0)
+    assert limits.send_ready_at("+1") == 11.0  # its number's bucket
+    assert limits.send_ready_at("+3") == 10.5  # the account's bucket
+    limits.take_send("+2", 10.5)
+    assert limits.send_ready_at("+2") == 11.0  # an A2P number: only the account limit
+
+
+def test_windows_never_exceed_the_catapult_count() -> None:
+    """Sends taken as fast as the bucket allows never put rate*10+1 sends into 10 s."""
+    limits = Limits(WorkerSettings(account_messages_per_s=3, number_messages_per_s=0))
+    times: list[float] = []
+    now = 0.0
+    while len(times) < 200:
+        now = max(now, limits.send_ready_at("+1"))
+        limits.take_send("+1", now)
+        times.append(now)
+    for i, t in enumerate(times):
+        in_window = [u for u in times[: i + 1] if t - 10.0 < u <= t]
+        assert len(in_window) <= 30
+
+
+def test_pauses_after_refusals() -> None:
+    limits = Limits(
+        WorkerSettings(
+            account_messages_per_s=0,
+            number_messages_per_s=0,
+            rate_limit_pause_s=1,
+            rate_limit_pause_max_s=4,
+        )
+    )
+    error = ResultError(message="m")
+    number = Throttle(PauseScope.NUMBER, "+1", None, error)
+    assert limits.pause(number, now_s=0, now_epoch_s=1000) == 1
+    assert limits.pause(number, now_s=1, now_epoch_s=1001) == 3  # doubled
+    assert limits.pause(number, now_s=3, now_epoch_s=1003) == 7  # 4 s: the cap
+    assert limits.send_ready_at("+1") == 7
+    assert limits.send_ready_at("+2") < 0  # other numbers go on
+    limits.succeeded(PauseScope.NUMBER, "+1")
+    assert limits.pause(number, now_s=8, now_epoch_s=1008) == 9  # fresh backoff
+
+    account = Throttle(PauseScope.ACCOUNT, None, None, error)
+    limits.pause(account, now_s=20, now_epoch_s=1020)
+    assert limits.send_ready_at("+2") == 21
+    assert limits.is_paused(PauseScope.ACCOUNT, None, 20.5)
+
+    reset = Throttle(PauseScope.NUMBER_REQUESTS, None, 1042.5, error)
+    assert limits.pause(reset, now_s=30, now_epoch_s=1030) == 42.5
+    assert limits.import_ready_at() == 42.5
+    assert limits.send_ready_at("+2") < 30  # sends are another family
+
+    lookups = Throttle(PauseScope.LOOKUPS, None, 1050.0, error)
+    limits.pause(lookups, now_s=40, now_epoch_s=1040)
+    assert limits.send_ready_at("+2", lookup=True) == 50
+    assert limits.send_ready_at("+2") < 40
+
+
+def test_number_requests_have_their_own_lane() -> None:
+    limits = Limits(WorkerSettings(number_requests_per_min=100, rate_margin=0))
+    limits.take_import(5.0)
+    assert limits.import_ready_at() == pytest.approx(5.6)
+    assert limits.send_ready_at("+1") < 5.0

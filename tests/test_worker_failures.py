@@ -1,0 +1,172 @@
+"""The worker when things go wrong: poison, retries, exhaustion, transport and ambiguous errors."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+import orjson
+
+from bridge.events.cloudevents import EventType
+from bridge.simulator import Faults
+from bridge.simulator.faults import FaultInjector
+from tests.fixtures.worker import SENDER, MakeWorkerEnv, send_body
+
+
+def _seed(roll: Callable[[FaultInjector], bool], wanted: list[bool], **faults: float) -> int:
+    """A fault seed whose first rolls come out as ``wanted``.
+
+    Found with the simulator's own dice, so it stays right whatever they draw per roll.
+    """
+    for seed in range(10_000):
+        dice = FaultInjector(Faults.model_validate(faults), seed)
+        if [roll(dice) for _ in wanted] == wanted:
+            return seed
+    raise AssertionError("no seed found")
+
+
+def _seed_failing_first(count: int) -> int:
+    """A seed whose first ``count`` requests fail (500/503) and the next one succeeds."""
+    return _seed(
+        lambda dice: dice.request_failure() is not None, [True] * count + [False], error_rate=0.5
+    )
+
+
+async def test_poison_is_dead_lettered_at_once_and_blocks_nothing(
+    make_worker_env: MakeWorkerEnv,
+) -> None:
+    env = await make_worker_env(worker={"concurrency": 1})
+    poison = {
+        "not-json": (b"\x00 not json {", None, "not-json"),
+        "array": (b"[1, 2, 3]", None, "not-an-object"),
+        "wrong-types": (orjson.dumps({"from": SENDER, "to": 5, "text": ["x"]}), None,
+                        "invalid-command"),
+        "missing": (orjson.dumps({"from": SENDER}), None, "invalid-command"),
+        "unknown-type": (orjson.dumps(send_body()), "io.example.reboot", "unknown-command-type"),
+    }  # fmt: skip
+    for name, (body, message_type, _) in poison.items():
+        await env.publish(body, message_id=name, message_type=message_type)
+    good = await env.publish(send_body("behind the poison"))
+    assert good is not None
+    assert (await env.result(good))["data"]["outcome"] == "succeeded"
+    for name, (_, _, reason) in poison.items():
+        event = await env.result(name)
+        assert event["type"] == EventType.SEND_FAILED
+        assert event["data"]["reason"] == "invalid-command"
+        assert event["data"]["error"]["code"] == reason
+        assert event["data"]["attempts"] == 0
+        dead = await env.dead_letter(name)
+        headers = dead.headers or {}
+        assert headers["x-bridge-reason"] == "invalid-command"
+        assert headers["x-bridge-error-code"] == reason
+        assert headers["x-bridge-detail"]
+    assert env.result_count(good) == 1
+    assert len(env.simulator.state.messages) == 1  # poison never reached Catapult
+    assert await env.queue_depth(env.topology.send_queue) == 0
+
+
+async def test_poison_on_the_import_queue_keeps_no_credentials(
+    make_worker_env: MakeWorkerEnv,
+) -> None:
+    env = await make_worker_env()
+    body = orjson.dumps({"number": "12345", "password": "s3cret-value", "userName": "someone"})
+    await env.publish(body, queue=env.topology.import_queue, message_id="bad-import")
+    event = await env.result("bad-import")
+    assert event["type"] == EventType.IMPORT_FAILED
+    dead = await env.dead_letter("bad-import")
+    assert orjson.loads(dead.body) == {"number": "12345"}
+    assert b"s3cret-value" not in orjson.dumps(event)
+    assert b"s3cret-value" not in orjson.dumps({k: str(v) for k, v in (dead.headers or {}).items()})
+
+
+async def test_a_server_error_is_retried_then_succeeds(make_worker_env: MakeWorkerEnv) -> None:
+    env = await make_worker_env(simulator={"error_rate": 0.5, "fault_seed": _seed_failing_first(2)})
+    command_id = await env.publish(send_body("try again"))
+    assert command_id is not None
+    data = (await env.result(command_id))["data"]
+    assert data["outcome"] == "succeeded"
+    assert data["attempts"] == 3
+    assert len(env.sent_with_tag_of(command_id)) == 1
+    statuses = [r.status for r in env.simulator.state.requests]
+    assert statuses[-1] == 201
+    assert all(s in (500, 503) for s in statuses[:-1])
+    assert env.dead.count == 0
+
+
+async def test_retries_used_up_end_in_a_failed_result_and_a_dead_letter(
+    make_worker_env: MakeWorkerEnv,
+) -> None:
+    env = await make_worker_env(simulator={"error_rate": 1.0}, worker={"max_attempts": 3})
+    command_id = await env.publish(send_body("never"), headers={"app-header": "kept"})
+    assert command_id is not None
+    event = await env.result(command_id)
+    data = event["data"]
+    assert data["outcome"] == "failed"
+    assert data["reason"] == "retries-exhausted"
+    assert data["attempts"] == 3
+    assert data["error"]["status"] in (500, 503)
+    dead = await env.dead_letter(command_id)
+    headers = dead.headers or {}
+    assert headers["x-bridge-reason"] == "retries-exhausted"
+    assert headers["x-bridge-attempts"] == 3
+    assert headers["x-bridge-error-status"] in (500, 503)
+    assert headers["x-bridge-error-category"]
+    assert headers["x-bridge-error-message"]
+    assert headers["app-header"] == "kept"
+    assert dead.message_id == command_id
+    assert len(env.simulator.state.requests) == 3
+
+
+async def test_an_unreachable_catapult_is_retried_as_a_transport_error(
+    make_worker_env: MakeWorkerEnv,
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = await make_worker_env(
+        catapult={"base_url": f"http://127.0.0.1:{port}/v1", "connect_timeout_s": 1},
+        worker={"max_attempts": 2},
+    )
+    command_id = await env.publish(send_body("nobody home"))
+    assert command_id is not None
+    data = (await env.result(command_id))["data"]
+    assert data["reason"] == "retries-exhausted"
+    assert data["attempts"] == 2
+    assert "before the request was sent" in data["error"]["message"]
+    await env.dead_letter(command_id)
+
+
+async def test_an_ambiguous_503_is_looked_up_not_sent_twice(
+    make_worker_env: MakeWorkerEnv,
+) -> None:
+    # Every send is carried out but answered 503 message-gateway-unavailable.
+    env = await make_worker_env(simulator={"ambiguous_rate": 1.0})
+    command_ids = [await env.publish(send_body(f"maybe {n}")) for n in range(5)]
+    results = await env.results_for([c for c in command_ids if c is not None])
+    for command_id, event in results.items():
+        data = event["data"]
+        assert data["outcome"] == "succeeded"
+        assert data["recovered"] is True
+        [sent] = env.sent_with_tag_of(command_id)
+        assert data["messageId"] == sent.id
+        assert env.result_count(command_id) == 1
+    assert len(env.simulator.state.messages) == 5  # no duplicates
+    assert env.dead.count == 0
+
+
+async def test_a_503_that_sent_nothing_is_sent_again_after_the_lookup(
+    make_worker_env: MakeWorkerEnv,
+) -> None:
+    # The first send is answered 503 message-gateway-unavailable and has no effect; the second
+    # one (after the look-up found nothing) goes through.
+    seed = _seed(lambda dice: dice.is_gateway_down(), [True, False], gateway_unavailable_rate=0.5)
+    env = await make_worker_env(simulator={"gateway_unavailable_rate": 0.5, "fault_seed": seed})
+    command_id = await env.publish(send_body("second time lucky"))
+    assert command_id is not None
+    data = (await env.result(command_id))["data"]
+    assert data["outcome"] == "succeeded"
+    assert data["recovered"] is False
+    assert data["attempts"] == 3  # the send, the look-up, the send
+    assert len(env.sent_with_tag_of(command_id)) == 1
+    requests = [(r.method, r.status) for r in env.simulator.state.requests]
+    assert requests == [("POST", 503), ("GET", 200), ("POST", 201)]
