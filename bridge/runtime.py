@@ -1,0 +1,197 @@
+"""``bridge run``: the roles composed in one process, and the embedded simulator.
+
+Start order is dependency order, and stop order its reverse (an ``AsyncExitStack``)::
+
+    simulator (embedded only) -> receiver -> worker (+ its probes when it runs alone)
+
+so on SIGTERM the worker stops consuming and drains first, then the receiver stops accepting and
+finishes its callbacks in flight, then the simulator goes. With no ``catapult.base_url`` the bridge
+runs against an in-process Catapult simulator: this module gives the receiver generated callback
+credentials (when none are configured), creates a simulator application whose incoming message URL
+is the receiver, and puts the simulator's Dashboard numbers on the account, so a new user sees the
+whole flow on one machine. Nothing here parses callbacks or commands; the parts do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
+
+from bridge.broker import PublishFailed
+from bridge.catapult import CatapultClient
+from bridge.receiver import ReceiverServer
+from bridge.settings import Settings, SettingsError
+from bridge.simulator import Simulator
+from bridge.worker import Worker, create_health_app
+
+log = logging.getLogger(__name__)
+
+ROLES = ("receiver", "worker", "all")
+
+
+@dataclass(frozen=True, slots=True)
+class Roles:
+    """What ``start_roles`` started, and the settings it used (completed when embedded)."""
+
+    settings: Settings
+    simulator: Simulator | None
+    receiver: ReceiverServer | None
+    worker: Worker | None
+
+
+def embedded_settings(settings: Settings) -> Settings:
+    """``settings`` completed for the embedded simulator.
+
+    The receiver gets generated Basic credentials when it has none (the simulator's application
+    URL carries them, as Catapult v1 users do), import commands get the simulator's Dashboard
+    account, and the simulator treats the worker's application-to-person numbers as such, so that
+    the worker's limits and the simulator's match.
+    """
+    receiver, catapult, simulator = settings.receiver, settings.catapult, settings.simulator
+    if not receiver.has_credentials and not receiver.allow_unauthenticated:
+        receiver = receiver.model_copy(
+            update={"username": "catapult", "password": SecretStr(secrets.token_urlsafe(18))}
+        )
+    if catapult.dashboard_account_id is None:
+        catapult = catapult.model_copy(
+            update={
+                "dashboard_account_id": simulator.dashboard_account_id,
+                "dashboard_user_name": simulator.dashboard_user_name,
+                "dashboard_password": simulator.dashboard_password,
+            }
+        )
+    if not simulator.a2p_numbers and settings.worker.a2p_numbers:
+        simulator = simulator.model_copy(update={"a2p_numbers": settings.worker.a2p_numbers})
+    return settings.model_copy(
+        update={"receiver": receiver, "catapult": catapult, "simulator": simulator}
+    )
+
+
+def callback_url(settings: Settings, receiver_base_url: str) -> str:
+    """The URL Catapult should call: public base, path, path token and Basic credentials."""
+    receiver = settings.receiver
+    base = receiver.public_url or receiver_base_url
+    url = base.rstrip("/") + receiver.path
+    if receiver.path_token is not None:
+        url += "/" + quote(receiver.path_token.get_secret_value(), safe="")
+    if receiver.username is not None and receiver.password is not None:
+        parts = urlsplit(url)
+        userinfo = (
+            f"{quote(receiver.username, safe='')}:"
+            f"{quote(receiver.password.get_secret_value(), safe='')}"
+        )
+        url = urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc}"))
+    return url
+
+
+def wire_simulator(simulator: Simulator, settings: Settings, receiver_url: str) -> None:
+    """One application calling the receiver, and every Dashboard number assigned to it."""
+    application = simulator.add_application(
+        incoming_message_url=receiver_url, name="catapult-bridge (embedded)"
+    )
+    numbers = settings.simulator.dashboard_numbers
+    for number in numbers:
+        if simulator.state.number(number) is None:
+            simulator.add_number(number, application_id=application.id, name="embedded demo")
+    log.info(
+        "embedded simulator: application %s calls the receiver; numbers %s..%s are on the "
+        "account. Send with a command on %s; fake an inbound SMS with: curl -X POST "
+        "%s/inbound -H 'Content-Type: application/json' "
+        '-d \'{"from": "+15555550123", "to": "%s", "text": "hello"}\'',
+        application.id,
+        numbers[0],
+        numbers[-1],
+        settings.broker.send_queue,
+        simulator.control_url,
+        numbers[0],
+    )
+
+
+def catapult_client(settings: Settings, simulator: Simulator | None) -> CatapultClient:
+    if simulator is None:
+        return CatapultClient.from_settings(settings.catapult)
+    return CatapultClient.for_simulator(
+        settings.simulator, base_url=simulator.base_url, catapult=settings.catapult
+    )
+
+
+async def _serve_probes(stack: AsyncExitStack, worker: Worker, settings: Settings) -> None:
+    runner = web.AppRunner(create_health_app(worker), access_log=None, handle_signals=False)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    host, port = settings.worker.health_host, settings.worker.health_port
+    await web.TCPSite(runner, host, port).start()
+    log.info("worker probes on %s:%d", host, port)
+
+
+async def start_roles(stack: AsyncExitStack, settings: Settings, *, role: str) -> Roles:
+    """Start what ``role`` needs on ``stack`` (stopped in reverse, on the stack's exit)."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
+    simulator: Simulator | None = None
+    if settings.catapult.is_embedded:
+        settings = embedded_settings(settings)
+        simulator = Simulator(settings.simulator)
+        await simulator.start(settings.simulator.host, settings.simulator.port)
+        stack.push_async_callback(simulator.stop)
+        log.info("no catapult.base_url: using the embedded simulator at %s", simulator.base_url)
+
+    registry = CollectorRegistry()
+    receiver: ReceiverServer | None = None
+    worker: Worker | None = None
+    receiver_base = settings.receiver.public_url
+    if role in ("receiver", "all"):
+        receiver = ReceiverServer(settings, registry=registry)
+        await receiver.start()
+        stack.push_async_callback(receiver.stop)
+        receiver_base = receiver_base or receiver.base_url
+    if simulator is not None:
+        base = receiver_base or f"http://127.0.0.1:{settings.receiver.port}"
+        wire_simulator(simulator, settings, callback_url(settings, base))
+
+    if role in ("worker", "all"):
+        worker = Worker(
+            settings, catapult_client(settings, simulator), registry=registry, close_client=True
+        )
+        await worker.start()
+        stack.push_async_callback(worker.stop)
+        if role == "worker":
+            await _serve_probes(stack, worker, settings)
+    return Roles(settings=settings, simulator=simulator, receiver=receiver, worker=worker)
+
+
+async def run_bridge(settings: Settings, *, role: str = "all") -> int:
+    """Run ``role`` until SIGTERM or SIGINT; the exit status (0 after an orderly stop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with AsyncExitStack() as stack:
+            try:
+                await start_roles(stack, settings, role=role)
+            except SettingsError as exc:
+                log.error("bridge: %s", exc)
+                return 2
+            except (PublishFailed, OSError) as exc:
+                log.error("bridge: cannot start the %s role: %s", role, exc)
+                return 1
+            log.info("bridge running (role %s); SIGTERM or Ctrl-C stops it", role)
+            await stop.wait()
+            log.info("bridge stopping")
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.remove_signal_handler(signum)
+    log.info("bridge stopped")
+    return 0
