@@ -3,6 +3,13 @@
 The receiver (callbacks) and the worker (command results) both publish ``CloudEvent``s with a type
 from ``EventType``; this module is the one place that turns an event into AMQP bytes and
 properties. Pure code; no I/O here.
+
+On the wire (see ``CloudEvent.to_envelope``): the body is the whole event in structured JSON
+mode; ``message_id`` is the event ``id``, ``type`` its ``type``, ``timestamp`` its ``time``. Of
+the CloudEvents attributes only the ones a consumer routes on without parsing the body are
+repeated as ``ce-`` headers: ``ce-type``, and ``ce-subject`` and ``ce-correlationid`` when set.
+``ce-id``, ``ce-specversion``, ``ce-source`` and ``ce-time`` are not sent as headers: they
+duplicate ``message_id``, the body and ``timestamp``.
 """
 
 from __future__ import annotations
@@ -63,26 +70,24 @@ class CloudEvent(BaseModel):
     ) -> Envelope:
         """AMQP message for this event: ``message_id`` is the event id, ``type`` its type.
 
-        ``headers`` carry what consumers route on without parsing the body; the CloudEvents
-        attributes are always among them (``ce-`` prefix, as the AMQP binding names them).
+        ``headers`` carry what consumers route on without parsing the body: ``ce-type``, plus
+        ``ce-subject`` and ``ce-correlationid`` when set (``ce-`` prefix, as the AMQP binding
+        names them), then the caller's ``headers``. The other attributes are in the body (and
+        in ``message_id`` and ``timestamp``).
         """
-        all_headers: dict[str, Any] = {
-            "ce-specversion": self.specversion,
-            "ce-id": self.id,
-            "ce-source": self.source,
-            "ce-type": str(self.type),
-            "ce-time": self.time.isoformat(),
-        }
+        event_type = str(self.type)
+        all_headers: dict[str, Any] = {"ce-type": event_type}
         if self.subject is not None:
             all_headers["ce-subject"] = self.subject
         if self.correlationid is not None:
             all_headers["ce-correlationid"] = self.correlationid
-        all_headers.update(headers or {})
+        if headers:
+            all_headers.update(headers)
         return Envelope(
             body=self.to_json(),
             routing_key=routing_key,
             message_id=self.id,
-            type=str(self.type),
+            type=event_type,
             content_type=CLOUDEVENTS_JSON,
             headers=all_headers,
             correlation_id=correlation_id or self.correlationid,
