@@ -198,8 +198,11 @@ async def wait_for_signal() -> None:
 
 def serve(argv: list[str]) -> None:
     variant, port, prefix, spool_dir, amqp_url = argv
+    from bridge import eventloop
+
     if variant in ("receiver", "dry"):
-        asyncio.run(serve_receiver(amqp_url, int(port), prefix, spool_dir, dry=variant == "dry"))
+        # The receiver runs on the loop `bridge run` uses (uvloop); the baselines on asyncio's.
+        eventloop.run(serve_receiver(amqp_url, int(port), prefix, spool_dir, dry=variant == "dry"))
     elif variant in ("naive", "serial"):
         asyncio.run(serve_naive(amqp_url, int(port), prefix, serial=variant == "serial"))
     else:

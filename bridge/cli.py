@@ -12,7 +12,6 @@ setting stops the start with exit status 2 and the setting's name.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import sys
@@ -20,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bridge import eventloop
 from bridge.logs import configure_logging
 from bridge.settings import Settings, SettingsError, load_settings
 
@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         coro = run_bridge(settings, role=args.role)
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(coro)
+        return eventloop.run(coro)
     return 130
 
 
