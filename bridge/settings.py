@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+import pydantic_settings
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -331,3 +332,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         return _Layered(**overrides)
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
+    except pydantic_settings.SettingsError as exc:
+        # An environment value that is not the JSON a list or table setting takes.
+        raise SettingsError(
+            f"invalid settings:\n  {exc} (lists and tables are written as JSON, "
+            "e.g. BRIDGE_WORKER__RETRY_DELAYS_S='[1, 5, 30]')"
+        ) from None

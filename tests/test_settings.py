@@ -171,6 +171,19 @@ def test_bad_environment_setting_is_named(
     assert what in str(caught.value)
 
 
+def test_a_list_in_the_environment_that_is_not_json_is_a_settings_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BRIDGE_WORKER__RETRY_DELAYS_S", "1,5")
+
+    assert main(["config"]) == 2
+
+    err = capsys.readouterr().err
+    assert '"worker"' in err
+    assert "written as JSON" in err
+    assert "Traceback" not in err
+
+
 def test_bad_override_is_named() -> None:
     with pytest.raises(SettingsError, match=r"receiver\.port: .*valid integer"):
         load_settings(receiver={"port": "eighty"})
