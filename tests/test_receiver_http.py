@@ -281,6 +281,15 @@ MALFORMED: list[tuple[str, str, Any, str]] = [
     ("json", "application/json", orjson.dumps({**INBOUND_SMS, "to": 13865245000}), "to"),
     ("json", "application/json", orjson.dumps({**INBOUND_SMS, "state": "sent"}), "state"),
     ("json", "application/json", orjson.dumps({**INBOUND_SMS, "time": "soon"}), "time"),
+    # Before 1970: no AMQP timestamp can carry it (the publish would fail for ever).
+    (
+        "json",
+        "application/json",
+        orjson.dumps({**INBOUND_SMS, "time": "1969-12-31T23:59:59Z"}),
+        "time",
+    ),
+    ("json", "application/json", orjson.dumps({**INBOUND_SMS, "time": -1}), "time"),
+    ("get", "", {**INBOUND_SMS, "time": "1900-01-01T00:00:00Z"}, "time"),
     (
         "json",
         "application/json",
@@ -340,6 +349,27 @@ async def test_malformed_callbacks_are_400_naming_the_field_and_publish_nothing(
     await send(callback_client, server.callback_url, {**INBOUND_SMS, "messageId": "m-valid"})
     (message,) = await queues.take(queues.inbound)
     assert orjson.loads(message.body)["subject"] == "m-valid"
+
+
+async def test_a_tag_with_an_id_too_long_for_amqp_is_kept_as_the_users_tag(
+    settings: Settings,
+    make_receiver: MakeReceiver,
+    callback_client: aiohttp.ClientSession,
+    event_queues: OpenQueues,
+) -> None:
+    # The worker's command ids fit an AMQP short string (255 bytes); a longer one in a tag is
+    # not the bridge's, and as a correlation_id it could never be published.
+    server = await make_receiver(settings)
+    queues = await event_queues(settings)
+    tag = "cbr1:" + "x" * 300 + ":mine"
+    status, body = await send(callback_client, server.callback_url, {**OUTBOUND, "tag": tag})
+    assert (status, body["status"]) == (200, "published")
+    (message,) = await queues.take(queues.status)
+    event = orjson.loads(message.body)
+    assert event["data"]["tag"] == tag
+    assert "correlationid" not in event
+    assert "commandId" not in event["data"]
+    assert message.correlation_id is None
 
 
 async def test_size_method_and_content_type_refusals(

@@ -259,3 +259,32 @@ async def test_an_unroutable_event_is_spooled_and_published_once_the_queue_is_ba
     await channel.close()
     queues = await event_queues(settings)
     assert subjects(await queues.take(queues.inbound, 1)) == expected(range(1))
+
+
+async def test_no_accepted_callback_can_stop_the_drain(
+    proxied: Callable[..., Settings],
+    broker_proxy: BrokerProxy,
+    make_receiver: MakeReceiver,
+    callback_client: aiohttp.ClientSession,
+    event_queues: OpenQueues,
+) -> None:
+    # Every callback answered 200 during an outage must be publishable once the broker is back:
+    # one the broker could never take would hold every event spooled behind it for good.
+    settings = proxied()
+    await broker_proxy.cut()
+    server = await make_receiver(settings)
+    long_id_tag = {**inbound(1), "tag": "cbr1:" + "x" * 300}
+    before_1970 = {**inbound(2), "time": "1969-07-20T20:17:40Z"}
+    statuses = []
+    for fields in (inbound(0), long_id_tag, before_1970, inbound(3)):
+        async with callback_client.post(
+            server.callback_url, json=fields, headers=AUTH_HEADERS
+        ) as response:
+            statuses.append(response.status)
+    assert statuses == [200, 200, 400, 200]
+
+    await broker_proxy.restore()
+    queues = await event_queues(settings)
+    drained = await queues.take(queues.inbound, 3)
+    assert subjects(drained) == ["m-outage0000", "m-outage0001", "m-outage0003"]
+    assert orjson.loads(drained[1].body)["data"]["tag"] == long_id_tag["tag"]

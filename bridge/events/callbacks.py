@@ -153,9 +153,16 @@ def _blank_is_none(value: Any) -> Any:
     return None if isinstance(value, str) and not value.strip() else value
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _utc(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
+        value = value.replace(tzinfo=UTC)
+    # The time becomes the AMQP timestamp, an unsigned count of seconds: an earlier one could
+    # never be published (and, spooled, would stop the drain for good).
+    if value is not None and value < _EPOCH:
+        raise ValueError("is before 1970-01-01T00:00:00Z; Catapult sends no such time")
     return value
 
 

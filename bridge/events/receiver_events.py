@@ -38,10 +38,12 @@ from bridge.broker.topology import (
 )
 from bridge.events.callbacks import CallbackKind, MessageCallback
 from bridge.events.cloudevents import CloudEvent, EventType, deterministic_id
-from bridge.events.tag import decode_tag
+from bridge.events.tag import ParsedTag, decode_tag
 
 # Versioned namespace of the id hash: changing what the id covers changes this label.
 _ID_NAMESPACE = "catapult-v1-message-callback/1"
+# A command id becomes the AMQP correlation_id, a short string; the worker's ids all fit.
+_AMQP_SHORTSTR_BYTES = 255
 
 
 class _Data(BaseModel):
@@ -153,8 +155,19 @@ def event_id(callback: MessageCallback) -> str:
     )
 
 
+def _parse_tag(tag: str | None) -> ParsedTag:
+    """The command id and user tag; an id too long for AMQP is not the worker's: a user tag."""
+    parsed = decode_tag(tag)
+    command_id = parsed.command_id
+    if command_id is not None and len(command_id.encode("utf-8", "surrogatepass")) > (
+        _AMQP_SHORTSTR_BYTES
+    ):
+        return ParsedTag(None, tag)
+    return parsed
+
+
 def _data(callback: MessageCallback, raw: dict[str, Any], event_type: EventType) -> _Data:
-    parsed = decode_tag(callback.tag)
+    parsed = _parse_tag(callback.tag)
     common: dict[str, Any] = {
         "message_id": callback.message_id,
         "message_uri": callback.message_uri,
