@@ -100,6 +100,9 @@ def test_derived_id_is_deterministic_and_ignores_key_order() -> None:
          "invalid-command"),
         (SEND, b'{"from": "+19195551212", "to": "+1", "text": "x",'
                b' "receiptRequested": "sometimes"}', None, "invalid-command"),
+        # 200 characters, 400 bytes: too long for the AMQP message_id the id becomes.
+        (SEND, _body(**{"from": "+19195551212", "to": "+1", "text": "x", "id": "é" * 200}), None,
+         "invalid-command"),
         (SEND, OK_SEND, "reboot", "unknown-command-type"),
         (SEND, OK_SEND, "import", "unknown-command-type"),
         (IMPORT, b'{"number": "+19195551212", "applicationId": "a-1"}', None, "invalid-command"),

@@ -79,6 +79,26 @@ async def test_poison_on_the_import_queue_keeps_no_credentials(
     assert b"s3cret-value" not in orjson.dumps({k: str(v) for k, v in (dead.headers or {}).items()})
 
 
+async def test_a_command_id_too_long_for_amqp_is_poison_not_a_resend_loop(
+    make_worker_env: MakeWorkerEnv,
+) -> None:
+    # 200 characters but 400 bytes: no retry copy or dead letter can carry it as message_id,
+    # so the command went back to the queue and was sent to Catapult again, forever.
+    env = await make_worker_env(simulator={"error_rate": 1.0})
+    await env.publish_without_message_id(
+        send_body("long id", id="é" * 200), queue=env.topology.send_queue
+    )
+    await env.results.wait_for(lambda: env.results.count == 1, 5)
+    await env.dead.wait_for(lambda: env.dead.count == 1, 5)
+    [[result]] = env.results.by_key.values()
+    data = orjson.loads(result.body)["data"]
+    assert data["outcome"] == "failed"
+    assert data["reason"] == "invalid-command"
+    assert "message_id" in data["error"]["message"]
+    assert not env.simulator.state.requests
+    assert await env.queue_depth(env.topology.send_queue) == 0
+
+
 async def test_a_server_error_is_retried_then_succeeds(make_worker_env: MakeWorkerEnv) -> None:
     env = await make_worker_env(simulator={"error_rate": 0.5, "fault_seed": _seed_failing_first(2)})
     command_id = await env.publish(send_body("try again"))

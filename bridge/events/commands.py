@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -33,8 +34,26 @@ from pydantic import (
 
 from bridge.events.cloudevents import deterministic_id
 
+_AMQP_SHORTSTR_BYTES = 255
+
+
+def _fits_message_id(value: str) -> str:
+    # The command id becomes the message_id of retries, parked copies and dead letters: an AMQP
+    # short string of 255 bytes. A longer one could never be republished, so the command would
+    # go back to the queue, and be sent again, forever.
+    size = len(value.encode("utf-8"))
+    if size > _AMQP_SHORTSTR_BYTES:
+        raise ValueError(
+            f"the id is {size} bytes in UTF-8; at most {_AMQP_SHORTSTR_BYTES} fit in an AMQP "
+            "message_id"
+        )
+    return value
+
+
 E164 = Annotated[str, StringConstraints(pattern=r"^\+[1-9][0-9]{1,14}$")]
-CommandId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+CommandId = Annotated[
+    str, StringConstraints(min_length=1, max_length=255), AfterValidator(_fits_message_id)
+]
 
 # Keys of an import command that hold Dashboard credentials: never kept, echoed or logged.
 CREDENTIAL_KEYS = frozenset({"accountId", "userName", "password"})
