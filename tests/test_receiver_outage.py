@@ -16,8 +16,10 @@ import orjson
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
-from bridge.broker import Topology, declare_topology
+from bridge.broker import Envelope, Topology, declare_topology
+from bridge.broker.topology import INBOUND_SMS
 from bridge.receiver import ReceiverServer
+from bridge.receiver.spool import REJECTED_FILE, Journal, decode_record
 from bridge.settings import Settings
 from tests.fixtures.receiver import (
     AUTH_HEADERS,
@@ -288,3 +290,37 @@ async def test_no_accepted_callback_can_stop_the_drain(
     drained = await queues.take(queues.inbound, 3)
     assert subjects(drained) == ["m-outage0000", "m-outage0001", "m-outage0003"]
     assert orjson.loads(drained[1].body)["data"]["tag"] == long_id_tag["tag"]
+
+
+async def test_an_event_the_broker_can_never_take_is_set_aside_not_retried(
+    make_settings: Callable[..., Settings],
+    make_receiver: MakeReceiver,
+    event_queues: OpenQueues,
+) -> None:
+    # A spool left by an earlier version: between two good events, one whose correlation id is
+    # longer than AMQP allows, so no broker can ever take it.
+    settings = make_settings(receiver=CREDENTIALS)
+    spool_dir = settings.receiver.spool_dir
+    journal = await Journal.open(spool_dir, max_bytes=settings.receiver.spool_max_bytes)
+
+    def event(n: int, correlation_id: str | None = None) -> Envelope:
+        body = orjson.dumps({"subject": f"m-outage{n:04d}"})
+        return Envelope(
+            body=body,
+            routing_key=INBOUND_SMS,
+            message_id=f"event-{n}",
+            type="t",
+            correlation_id=correlation_id,
+        )
+
+    for envelope in (event(0), event(1, correlation_id="c" * 300), event(2)):
+        await journal.append(envelope)
+    await journal.close()
+
+    await make_receiver(settings)
+    queues = await event_queues(settings)
+
+    assert subjects(await queues.take(queues.inbound, 2)) == ["m-outage0000", "m-outage0002"]
+    rejected = (spool_dir / REJECTED_FILE).read_bytes().splitlines()
+    assert [decode_record(line).message_id for line in rejected] == ["event-1"]
+    assert await queues.count(queues.inbound) == 0

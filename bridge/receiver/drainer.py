@@ -6,7 +6,9 @@ order, so the queue receives them in that order), and commits the longest confir
 failure stops the batch there: the rest is read again after ``retry_interval_s`` (or at once when
 the connection comes back). Events after the failed one that the broker had already taken are
 published again then, as they are after a crash between publish and commit: delivery is at least
-once, and the deterministic ``message_id`` lets consumers drop the repeats.
+once, and the deterministic ``message_id`` lets consumers drop the repeats. An event that fails
+for a reason of its own rather than the broker's (it cannot be encoded) is set aside in the
+spool's ``rejected.log`` and drained past, so it can never hold back the events behind it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable
 
-from bridge.broker import PublishFailed
+from bridge.broker import Envelope, PublishFailed
 from bridge.receiver.link import BrokerLink
 from bridge.receiver.metrics import ReceiverMetrics
 from bridge.receiver.spool import Journal, SpoolRecord
@@ -81,22 +83,34 @@ class SpoolDrainer:
         if not records:
             log.error("the spool counts %d records but none could be read", self._journal.depth)
             return False
-        failure = await self._publish_in_order(records)
-        confirmed = len(records) if failure is None else failure[0]
-        if confirmed:
-            await self._journal.commit(records[confirmed - 1].end, confirmed)
-            self._metrics.spool_drained.inc(confirmed)
+        results = await self._publish_in_order(records)
+        # The longest prefix that is done with: confirmed, damaged (skipped) or set aside.
+        done = 0
+        failure: tuple[SpoolRecord, BaseException] | None = None
+        for record, result in zip(records, results, strict=True):
+            if result is None:
+                done += 1
+            elif record.envelope is not None and not isinstance(result, PublishFailed):
+                # Not the broker: this event itself cannot be published (it cannot be encoded),
+                # and retrying would hold every event behind it for ever. Set it aside, go on.
+                await self._set_aside(record.envelope, result)
+                done += 1
+            else:
+                failure = (record, result)
+                break
+        if done:
+            await self._journal.commit(records[done - 1].end, done)
+            self._metrics.spool_drained.inc(done)
         if failure is None:
             self.is_stalled = False
             return True
-        index, exc = failure
-        failed = records[index].envelope
+        record, exc = failure
         self.is_stalled = True
         reason = exc.reason if isinstance(exc, PublishFailed) else "error"
         self._metrics.publish_failures.labels(reason).inc()
         log.warning(
             "spool drain stopped at event %s (%s); %d events still spooled",
-            failed.message_id if failed is not None else "?",
+            record.envelope.message_id if record.envelope is not None else "?",
             exc,
             self._journal.depth,
         )
@@ -104,10 +118,19 @@ class SpoolDrainer:
             await self._link.redeclare()
         return False
 
-    async def _publish_in_order(
-        self, records: list[SpoolRecord]
-    ) -> tuple[int, BaseException] | None:
-        """Publish every record at once, in order; the first failure as ``(index, exception)``."""
+    async def _set_aside(self, envelope: Envelope, exc: BaseException) -> None:
+        path = await self._journal.set_aside(envelope)
+        self._metrics.publish_failures.labels("rejected").inc()
+        log.error(
+            "spooled event %s can never be published (%s: %s); kept in %s",
+            envelope.message_id,
+            type(exc).__name__,
+            exc,
+            path,
+        )
+
+    async def _publish_in_order(self, records: list[SpoolRecord]) -> list[BaseException | None]:
+        """Publish every record at once, in order; each one's failure, or None once confirmed."""
         publishes: list[Awaitable[None]] = []
         for record in records:
             if record.envelope is None:
@@ -118,9 +141,7 @@ class SpoolDrainer:
         # go out in journal order while the confirms are awaited together.
         tasks = [asyncio.ensure_future(publish) for publish in publishes]
         results = await asyncio.gather(*tasks, return_exceptions=True)
-        for index, result in enumerate(results):
+        for result in results:
             if isinstance(result, asyncio.CancelledError):
                 raise result
-            if isinstance(result, BaseException):
-                return index, result
-        return None
+        return [result if isinstance(result, BaseException) else None for result in results]

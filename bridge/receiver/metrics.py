@@ -7,7 +7,8 @@ depth and size are read at scrape time from the journal, so the hot path pays no
     bridge_receiver_callbacks_total{outcome}        published | spooled | duplicate | rejected |
                                                      unauthorized | unavailable
     bridge_receiver_callback_duration_seconds        time to answer a callback
-    bridge_receiver_publish_failures_total{reason}   timeout | unroutable | nacked | disconnected
+    bridge_receiver_publish_failures_total{reason}   timeout | unroutable | nacked | disconnected |
+                                                     rejected (an event set aside by the drain)
     bridge_receiver_spool_records                    events on disk, not yet confirmed by the broker
     bridge_receiver_spool_bytes / _spool_max_bytes   spool size and its bound
     bridge_receiver_spool_drained_total              spooled events later confirmed by the broker

@@ -42,6 +42,8 @@ from bridge.settings import SettingsError
 log = logging.getLogger(__name__)
 
 _READ_CHUNK = 256 * 1024
+# Events the broker refused for good (they cannot be encoded): kept, never drained again.
+REJECTED_FILE = "rejected.log"
 
 
 def segment_size_for(max_bytes: int) -> int:
@@ -365,6 +367,25 @@ class Journal:
             for segment in obsolete:
                 del self._sizes[segment]
             await asyncio.to_thread(self._persist, cursor, obsolete)
+
+    async def set_aside(self, envelope: Envelope) -> Path:
+        """Keep an event the broker can never take in ``rejected.log``, flushed to disk.
+
+        The drainer then commits past it: one event that cannot be encoded must not hold back
+        every event behind it, and it stays on disk for an operator to look at.
+        """
+        path = self.directory / REJECTED_FILE
+
+        def write() -> None:
+            fd = _open_append(path)
+            try:
+                _write_durably(fd, encode_record(envelope), os.fstat(fd).st_size)
+            finally:
+                os.close(fd)
+
+        async with self._io:
+            await asyncio.to_thread(write)
+        return path
 
     def _persist(self, cursor: Position, obsolete: list[int]) -> None:
         temporary = self.directory / "cursor.tmp"
