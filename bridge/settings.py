@@ -53,6 +53,16 @@ def masked_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def reachable_host(bind_host: str) -> str:
+    """The host part of a URL that reaches a server bound to ``bind_host`` from this machine.
+
+    A wildcard bind (all interfaces) is reached on the loopback address; IPv6 is bracketed.
+    """
+    if bind_host in ("", "0.0.0.0", "::"):  # noqa: S104 - recognised, not bound, here
+        return "127.0.0.1"
+    return f"[{bind_host}]" if ":" in bind_host else bind_host
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -88,7 +88,7 @@ def create_receiver_app(
     """The receiver app; raises ``SettingsError`` at once if it has no credentials (and may not).
 
     ``registry`` is where its metrics go (a new one if None; the runner passes one shared with
-    the worker). Serve it with ``ReceiverServer`` (or ``serve_receiver``).
+    the worker). Serve it with ``ReceiverServer``.
     """
     receiver = settings.receiver
     auth = CallbackAuth(receiver)

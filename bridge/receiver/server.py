@@ -7,23 +7,21 @@
     ...                           # server.base_url / server.callback_url / server.port
     await server.stop()           # ordered shutdown, see below
 
-or ``async with ReceiverServer(settings) as server: ...``, or ``await serve_receiver(settings,
-stop=event)`` which serves until ``stop`` is set.
-``stop()`` closes the listening socket, waits up to ``receiver.shutdown_timeout_s`` for the
-callbacks in flight to be answered, then tears down the app's cleanup contexts in reverse: the
-drainer, the broker connection, the spool.
+or ``async with ReceiverServer(settings) as server: ...``. ``stop()`` closes the listening
+socket, waits up to ``receiver.shutdown_timeout_s`` for the callbacks in flight to be answered,
+then tears down the app's cleanup contexts in reverse: the drainer, the broker connection, the
+spool.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from bridge.receiver.app import create_receiver_app
-from bridge.settings import Settings
+from bridge.settings import Settings, reachable_host
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +73,7 @@ class ReceiverServer:
 
     @property
     def base_url(self) -> str:
-        host = self._host if self._host not in ("0.0.0.0", "::", "") else "127.0.0.1"  # noqa: S104
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return f"http://{reachable_host(self._host)}:{self.port}"
 
     @property
     def callback_url(self) -> str:
@@ -99,14 +94,3 @@ class ReceiverServer:
 
     async def __aexit__(self, *_exc: object) -> None:
         await self.stop()
-
-
-async def serve_receiver(
-    settings: Settings,
-    *,
-    stop: asyncio.Event,
-    registry: CollectorRegistry | None = None,
-) -> None:
-    """Serve on the configured host and port until ``stop`` is set, then shut down in order."""
-    async with ReceiverServer(settings, registry=registry):
-        await stop.wait()

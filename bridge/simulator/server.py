@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.settings import SimulatorSettings
+from bridge.settings import SimulatorSettings, reachable_host
 from bridge.simulator.app import create_simulator_app
 from bridge.simulator.events import Outcome, OutcomeKind
 from bridge.simulator.faults import Faults
@@ -35,8 +35,6 @@ from bridge.simulator.store import (
     SimulatorState,
     new_id,
 )
-
-ANY_HOSTS = ("", "0.0.0.0", "::")  # noqa: S104 - recognised, not bound, here
 
 
 class SimulatorStatus(enum.Enum):
@@ -77,8 +75,7 @@ class Simulator:
             raise
         self._runner = runner
         self._port = int(runner.addresses[0][1])
-        shown = "127.0.0.1" if host in ANY_HOSTS else host
-        self.platform.origin = f"http://{shown}:{self._port}"
+        self.platform.origin = f"http://{reachable_host(host)}:{self._port}"
         self.status = SimulatorStatus.RUNNING
 
     async def stop(self) -> None:
