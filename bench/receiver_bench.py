@@ -219,10 +219,15 @@ class Result:
     seconds: float
     latencies_s: list[float]
     server_cpu_s: float = float("nan")
+    broker_cpu_s: float = float("nan")
+    load_cpu_s: float = float("nan")
+
+    def per_callback_ms(self, cpu_s: float) -> float:
+        return cpu_s * 1000 / self.answered if self.answered else float("nan")
 
     @property
     def cpu_ms_per_callback(self) -> float:
-        return self.server_cpu_s * 1000 / self.answered if self.answered else float("nan")
+        return self.per_callback_ms(self.server_cpu_s)
 
     @property
     def rate(self) -> float:
@@ -235,79 +240,154 @@ class Result:
         return ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1000
 
 
+class HttpConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection sending prepared requests, one at a time.
+
+    The load generator shares the machine with the server under test and the broker, so it
+    must cost little: requests are bytes made in advance and an answer is only split into its
+    status line, headers and ``Content-Length`` body (aiohttp's servers always send one).
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[int] | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0 or self.waiter is None or self.waiter.done():
+            return
+        head = self.buffer[:end].decode("latin-1").split("\r\n")
+        length = 0
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        if len(self.buffer) < end + 4 + length:
+            return
+        del self.buffer[: end + 4 + length]
+        self.waiter.set_result(int(head[0].split(" ", 2)[1]))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("the server closed the connection"))
+
+    async def request(self, data: bytes) -> int:
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(data)
+        return await self.waiter
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
 class Load:
-    """Request bodies made in advance, numbered from ``first`` so every run has new message ids."""
+    """Requests made in advance, numbered from ``first`` so every run has new message ids."""
 
-    def __init__(self, url: str, first: int) -> None:
-        self.url = url
+    def __init__(self, port: int, first: int) -> None:
+        self.port = port
         self.next = first
-        self.headers = {"Authorization": AUTH, "Content-Type": "application/json"}
+        self.idle: list[HttpConnection] = []
 
-    def bodies(self, count: int) -> list[bytes]:
+    def requests(self, count: int) -> list[bytes]:
         start, self.next = self.next, self.next + count
-        return [callback_body(n) for n in range(start, start + count)]
+        return [self.request(callback_body(n)) for n in range(start, start + count)]
 
-    async def post(self, session: aiohttp.ClientSession, body: bytes) -> bool:
+    def request(self, body: bytes) -> bytes:
+        head = (
+            f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nAuthorization: {AUTH}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        return head.encode("latin-1") + body
+
+    async def connect(self) -> HttpConnection:
+        loop = asyncio.get_running_loop()
+        _, connection = await loop.create_connection(HttpConnection, "127.0.0.1", self.port)
+        return connection
+
+    async def post(self, data: bytes) -> bool:
+        """Send one request on an idle connection (or a new one); True if answered 200."""
         try:
-            async with session.post(self.url, data=body, headers=self.headers) as response:
-                await response.read()
-                return response.status == 200
-        except aiohttp.ClientError:
+            connection = self.idle.pop() if self.idle else await self.connect()
+        except OSError:
             return False
+        try:
+            status = await connection.request(data)
+        except ConnectionError:
+            connection.close()
+            return False
+        if connection.closed:
+            connection.close()
+        else:
+            self.idle.append(connection)
+        return status == 200
+
+    def close(self) -> None:
+        while self.idle:
+            self.idle.pop().close()
 
     async def saturate(self, *, connections: int, requests: int, seconds: float) -> Result:
-        bodies = self.bodies(requests)
+        """``connections`` users, each sending its next request as soon as the last is answered."""
+        pending = self.requests(requests)
         latencies: list[float] = []
         failed = 0
         deadline = time.perf_counter() + seconds
-        connector = aiohttp.TCPConnector(limit=connections)
-        async with aiohttp.ClientSession(connector=connector) as session:
 
-            async def user() -> None:
-                nonlocal failed
-                while bodies and time.perf_counter() < deadline:
-                    body = bodies.pop()
-                    sent = time.perf_counter()
-                    if await self.post(session, body):
-                        latencies.append(time.perf_counter() - sent)
-                    else:
-                        failed += 1
+        async def user() -> None:
+            nonlocal failed
+            while pending and time.perf_counter() < deadline:
+                data = pending.pop()
+                sent = time.perf_counter()
+                if await self.post(data):
+                    latencies.append(time.perf_counter() - sent)
+                else:
+                    failed += 1
 
-            started = time.perf_counter()
-            await asyncio.gather(*(user() for _ in range(connections)))
-            elapsed = time.perf_counter() - started
+        for _ in range(connections - len(self.idle)):
+            self.idle.append(await self.connect())
+        started = time.perf_counter()
+        await asyncio.gather(*(user() for _ in range(connections)))
+        elapsed = time.perf_counter() - started
+        self.close()
         return Result(len(latencies), failed, elapsed, latencies)
 
-    async def offer(self, *, rate: float, seconds: float, max_in_flight: int = 2000) -> Result:
-        count = int(rate * seconds)
-        bodies = self.bodies(count)
+    async def offer(self, *, rate: float, seconds: float, max_in_flight: int = 512) -> Result:
+        """``rate`` requests a second on a fixed schedule, whatever the answers' pace."""
+        pending = self.requests(int(rate * seconds))
         latencies: list[float] = []
         failed = 0
         in_flight = asyncio.Semaphore(max_in_flight)
-        connector = aiohttp.TCPConnector(limit=512)
-        async with aiohttp.ClientSession(connector=connector) as session:
 
-            async def one(body: bytes, scheduled: float) -> None:
-                nonlocal failed
-                try:
-                    if await self.post(session, body):
-                        latencies.append(time.perf_counter() - scheduled)
-                    else:
-                        failed += 1
-                finally:
-                    in_flight.release()
+        async def one(data: bytes, scheduled: float) -> None:
+            nonlocal failed
+            try:
+                if await self.post(data):
+                    latencies.append(time.perf_counter() - scheduled)
+                else:
+                    failed += 1
+            finally:
+                in_flight.release()
 
-            tasks = []
-            started = time.perf_counter()
-            for index, body in enumerate(bodies):
-                scheduled = started + index / rate
-                delay = scheduled - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                await in_flight.acquire()
-                tasks.append(asyncio.create_task(one(body, scheduled)))
-            await asyncio.gather(*tasks)
-            elapsed = time.perf_counter() - started
+        tasks = []
+        started = time.perf_counter()
+        for index, data in enumerate(pending):
+            scheduled = started + index / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await in_flight.acquire()
+            tasks.append(asyncio.create_task(one(data, scheduled)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - started
+        self.close()
         return Result(len(latencies), failed, elapsed, latencies)
 
 
@@ -321,6 +401,37 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def broker_pid() -> int | None:
+    """RabbitMQ's Erlang VM, when it runs on this machine (for its share of the CPU)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "beam.smp":
+                    return int(entry.name)
+            except OSError:
+                continue
+    return None
+
+
+class CpuMeter:
+    """CPU seconds used by the server, the broker and this process (the load) over a phase."""
+
+    def __init__(self, server_pid: int, broker: int | None) -> None:
+        self.pids = {"server": server_pid, "broker": broker}
+        self.start = {name: self.cpu(pid) for name, pid in self.pids.items()}
+        self.load_start = time.process_time()
+
+    @staticmethod
+    def cpu(pid: int | None) -> float:
+        return cpu_seconds(pid) if pid is not None else float("nan")
+
+    def charge(self, result: Result) -> Result:
+        result.server_cpu_s = self.cpu(self.pids["server"]) - self.start["server"]
+        result.broker_cpu_s = self.cpu(self.pids["broker"]) - self.start["broker"]
+        result.load_cpu_s = time.process_time() - self.load_start
+        return result
 
 
 def free_port() -> int:
@@ -402,10 +513,12 @@ async def receiver_outcomes(metrics_url: str) -> dict[str, float]:
 
 
 def row(name: str, load: str, result: Result) -> str:
+    broker = result.per_callback_ms(result.broker_cpu_s)
+    generator = result.per_callback_ms(result.load_cpu_s)
     return (
         f"| {name:<8} | {load:<15} | {result.rate:>11.0f} | {result.percentile(0.50):>6.1f} "
         f"| {result.percentile(0.99):>6.1f} | {result.failed:>7} "
-        f"| {result.cpu_ms_per_callback:>15.3f} |"
+        f"| {result.cpu_ms_per_callback:>6.3f} / {broker:>6.3f} / {generator:>6.3f} |"
     )
 
 
@@ -416,24 +529,29 @@ async def run(args: argparse.Namespace) -> int:
     outcomes: dict[str, float] = {}
     offered: dict[str, Result] = {}
     first = 0
+    broker = broker_pid()
     with tempfile.TemporaryDirectory(prefix="receiver-bench-") as spool_dir:
         try:
             for variant in args.variants:
                 port = free_port()
                 process = start_server(variant, port, prefix, spool_dir, args.amqp_url)
                 try:
-                    load = Load(f"http://127.0.0.1:{port}{PATH}", first)
+                    load = Load(port, first)
                     await load.saturate(connections=args.connections, requests=500, seconds=5)
                     await purge(args.amqp_url, QUEUES.get(variant, ""), prefix)
-                    before = cpu_seconds(process.pid)
-                    offered[variant] = await load.offer(rate=args.rate, seconds=args.rate_seconds)
-                    offered[variant].server_cpu_s = cpu_seconds(process.pid) - before
-                    await purge(args.amqp_url, QUEUES.get(variant, ""), prefix)
-                    before = cpu_seconds(process.pid)
-                    saturation[variant] = await load.saturate(
-                        connections=args.connections, requests=args.requests, seconds=args.seconds
+                    meter = CpuMeter(process.pid, broker)
+                    offered[variant] = meter.charge(
+                        await load.offer(rate=args.rate, seconds=args.rate_seconds)
                     )
-                    saturation[variant].server_cpu_s = cpu_seconds(process.pid) - before
+                    await purge(args.amqp_url, QUEUES.get(variant, ""), prefix)
+                    meter = CpuMeter(process.pid, broker)
+                    saturation[variant] = meter.charge(
+                        await load.saturate(
+                            connections=args.connections,
+                            requests=args.requests,
+                            seconds=args.seconds,
+                        )
+                    )
                     await purge(args.amqp_url, QUEUES.get(variant, ""), prefix)
                     first = load.next
                     if variant == "receiver":
@@ -454,10 +572,11 @@ async def run(args: argparse.Namespace) -> int:
     print()
     print(
         "| server   | load            | callbacks/s | p50 ms | p99 ms | not 200 "
-        "| server CPU ms/cb |"
+        "| CPU ms/cb: server / broker / load |"
     )
     print(
-        "|----------|-----------------|------------:|-------:|-------:|--------:|----------------:|"
+        "|----------|-----------------|------------:|-------:|-------:|--------:"
+        "|----------------------------------:|"
     )
     for variant in args.variants:
         print(row(variant, "saturation", saturation[variant]))
@@ -507,7 +626,9 @@ def main() -> int:
     if args.quick:
         args.requests, args.seconds, args.rate_seconds = 3000, 5.0, 3.0
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(run(args))
+        from bridge import eventloop
+
+        return eventloop.run(run(args))  # the load generator on uvloop too: it must cost little
     return 130
 
 
