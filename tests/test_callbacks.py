@@ -6,12 +6,13 @@ get-sms.md).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 import pytest
+from pydantic import BaseModel
 
 from bridge.broker.topology import INBOUND_MMS, INBOUND_SMS
 from bridge.events.callbacks import (
@@ -21,10 +22,11 @@ from bridge.events.callbacks import (
     normalise_number,
     parse_callback,
 )
-from bridge.events.cloudevents import EventType
+from bridge.events.cloudevents import CloudEvent, EventType
 from bridge.events.receiver_events import (
     EVENT_MODELS,
     SCHEMA_MODELS,
+    _parse_tag,
     build_event,
     classify,
     event_id,
@@ -480,3 +482,69 @@ def test_no_value_makes_parsing_fail_other_than_invalid_callback() -> None:
                     continue
                 built = build_event(callback, fields, source="t", received_at=RECEIVED_AT)
                 EVENT_MODELS[built.event.type].model_validate_json(built.to_envelope().body)
+
+
+def _data_by_model(event: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    """``data`` the way the event's data model makes it: validated, then dumped."""
+    callback = parse_callback(fields)
+    parsed = _parse_tag(callback.tag)
+    model = EVENT_MODELS[event.type].model_fields["data"].annotation
+    assert isinstance(model, type)
+    assert issubclass(model, BaseModel)
+    values = {
+        name: getattr(callback, name)
+        for name in model.model_fields
+        if name not in ("message_type", "command_id", "tag", "raw", "media")
+    }
+    return model(
+        **values,
+        message_type=callback.event_type,
+        media=list(callback.media),
+        tag=parsed.user_tag,
+        command_id=parsed.command_id,
+        raw=fields,
+    ).model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def test_event_data_and_body_are_what_the_models_dump() -> None:
+    """``build_event`` writes ``data`` and ``to_json`` the body without pydantic: same output."""
+    changes: list[dict[str, Any]] = [
+        {},
+        {"time": ...},
+        {"time": "2012-11-14T16:13:06.5+05:30"},
+        {"tag": encode_tag("cmd:7/x", "my: own tag"), "extra": {"n": None, "l": [1, None]}},
+        {"direction": "out", "state": "sending", "deliveryState": "waiting", "deliveryCode": "0"},
+        {"direction": "out", "state": "sent", "deliveryState": "delivered", "deliveryCode": 0},
+        {"direction": "out", "state": "error", "deliveryState": "not-delivered", "tag": "t"},
+        {"direction": "out", "state": "error", "deliveryDescription": "x", "segmentCount": ""},
+    ]
+    for base in (B1_INBOUND_SMS, B2_OUTBOUND_SENT, B3_INBOUND_MMS, query(B4_GET_QUERY)):
+        for change in changes:
+            fields = with_(base, **change)
+            try:
+                callback = parse_callback(fields)
+            except InvalidCallback:
+                continue
+            event = build_event(callback, fields, source="test", received_at=RECEIVED_AT).event
+            assert event.data == _data_by_model(event, fields)
+            assert event.to_json() == orjson.dumps(event.model_dump(mode="json", exclude_none=True))
+
+
+def test_cloudevent_body_is_what_the_model_dumps() -> None:
+    """Every attribute set or not, any time zone: ``to_json`` is pydantic's JSON-mode dump."""
+    plus_two = timezone(timedelta(hours=2))
+    for subject, correlationid, time in [
+        (None, None, datetime(2024, 1, 2, 3, 4, 5, 678, tzinfo=plus_two)),
+        ("cmd-1", "cmd-1", datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        ("m-1", None, datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(seconds=30)))),
+    ]:
+        event = CloudEvent(
+            id="e-1",
+            source="test",
+            type=EventType.SEND_FAILED,
+            subject=subject,
+            time=time,
+            correlationid=correlationid,
+            data={"commandId": "cmd-1", "error": {"message": "x", "status": None}, "n": [1.5, "ü"]},
+        )
+        assert event.to_json() == orjson.dumps(event.model_dump(mode="json", exclude_none=True))

@@ -96,10 +96,14 @@ def normalise_number(value: str) -> str:
     code. A query string's ``+`` arrives decoded as a space when the sender did not escape it, so
     eleven to fifteen bare digits are taken as an E.164 number whose ``+`` was lost.
     """
-    has_plus = value.strip().startswith("+")
-    digits = _SEPARATORS.sub("", value.strip().removeprefix("+"))
-    if not _DIGITS.fullmatch(digits):
-        raise ValueError("is not a phone number (E.164 such as +13865245000, or a short code)")
+    text = value.strip()
+    has_plus = text.startswith("+")
+    digits = text.removeprefix("+")
+    # Most numbers are bare digits already: the regular expressions only for the others.
+    if not (digits.isascii() and digits.isdigit()):
+        digits = _SEPARATORS.sub("", digits)
+        if not _DIGITS.fullmatch(digits):
+            raise ValueError("is not a phone number (E.164 such as +13865245000, or a short code)")
     if has_plus:
         if digits.startswith("0") or not 7 <= len(digits) <= 15:
             raise ValueError("is not a valid E.164 number")
@@ -160,8 +164,9 @@ def _utc(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     # The time becomes the AMQP timestamp, an unsigned count of seconds: an earlier one could
-    # never be published (and, spooled, would stop the drain for good).
-    if value is not None and value < _EPOCH:
+    # never be published (and, spooled, would stop the drain for good). A later year is after the
+    # epoch in any offset, and cheaper to see than comparing across time zones.
+    if value is not None and value.year <= _EPOCH.year and value < _EPOCH:
         raise ValueError("is before 1970-01-01T00:00:00Z; Catapult sends no such time")
     return value
 

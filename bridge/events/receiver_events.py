@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from pydantic_core import to_jsonable_python
 
 from bridge.broker.publisher import Envelope
 from bridge.broker.topology import (
@@ -166,34 +167,38 @@ def _parse_tag(tag: str | None) -> ParsedTag:
     return parsed
 
 
-def _data(callback: MessageCallback, raw: dict[str, Any], event_type: EventType) -> _Data:
-    parsed = _parse_tag(callback.tag)
-    common: dict[str, Any] = {
-        "message_id": callback.message_id,
-        "message_uri": callback.message_uri,
-        "message_type": callback.event_type,
-        "from_": callback.from_,
+def _data(
+    callback: MessageCallback, raw: dict[str, Any], event_type: EventType, parsed: ParsedTag
+) -> dict[str, Any]:
+    """The event's ``data``: what its model (``EVENT_MODELS``) dumps in JSON mode, by alias,
+    without None values.
+
+    Written out rather than validated and dumped, which costs a good part of a callback: the
+    callback is validated already, so every value fits its data model as it is (a test holds the
+    two ways equal, and the body to the JSON Schemas).
+    """
+    data: dict[str, Any] = {
+        "messageId": callback.message_id,
+        "messageUri": callback.message_uri,
+        "messageType": callback.event_type,
+        "from": callback.from_,
         "to": callback.to,
         "text": callback.text,
         "media": list(callback.media),
-        "application_id": callback.application_id,
-        "time": callback.time,
-        "segment_count": callback.segment_count,
+        "applicationId": callback.application_id,
+        "time": None if callback.time is None else to_jsonable_python(callback.time),
+        "segmentCount": callback.segment_count,
         "tag": parsed.user_tag,
-        "command_id": parsed.command_id,
+        "commandId": parsed.command_id,
         "raw": raw,
-    }
-    if event_type is EventType.MESSAGE_RECEIVED:
-        return MessageReceivedData(**common)
-    common |= {
+        "direction": callback.direction,
         "state": callback.state,
-        "delivery_state": callback.delivery_state,
-        "delivery_code": callback.delivery_code,
-        "delivery_description": callback.delivery_description,
     }
-    if callback.is_receipt:
-        return DeliveryReceiptData(**common)
-    return MessageStatusData(**common)
+    if event_type is not EventType.MESSAGE_RECEIVED:
+        data["deliveryState"] = callback.delivery_state
+        data["deliveryCode"] = callback.delivery_code
+        data["deliveryDescription"] = callback.delivery_description
+    return {name: value for name, value in data.items() if value is not None}
 
 
 def build_event(
@@ -201,8 +206,8 @@ def build_event(
 ) -> CanonicalEvent:
     """The canonical event of one validated callback; ``raw`` is the callback as it came."""
     event_type, routing_key = classify(callback)
-    data = _data(callback, raw, event_type)
-    command_id = data.command_id
+    parsed = _parse_tag(callback.tag)
+    command_id = parsed.command_id
     event = CloudEvent(
         id=event_id(callback),
         source=source,
@@ -210,7 +215,7 @@ def build_event(
         subject=callback.message_id,
         time=callback.time or received_at,
         correlationid=command_id,
-        data=data.model_dump(mode="json", by_alias=True, exclude_none=True),
+        data=_data(callback, raw, event_type, parsed),
     )
     # What a consumer routes on without parsing the body (to_envelope adds the ce-* attributes).
     headers: dict[str, str] = {

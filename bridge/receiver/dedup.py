@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -22,7 +22,8 @@ T = TypeVar("T")
 
 @dataclass(slots=True)
 class _InFlight:
-    done: asyncio.Event = field(default_factory=asyncio.Event)
+    # Made by the first delivery that waits: most events never meet a duplicate in flight.
+    done: asyncio.Event | None = None
     succeeded: bool = False
 
 
@@ -88,6 +89,8 @@ class DedupWindow:
             other = self._in_flight.get(key)
             if other is None:
                 break
+            if other.done is None:
+                other.done = asyncio.Event()
             await other.done.wait()
             if other.succeeded:
                 return None, True
@@ -100,4 +103,5 @@ class DedupWindow:
             return result, False
         finally:
             del self._in_flight[key]
-            mine.done.set()
+            if mine.done is not None:
+                mine.done.set()
