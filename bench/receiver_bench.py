@@ -51,13 +51,13 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aio_pika
 import aiohttp
 import orjson
 from aiohttp import web
+from machine import broker_pid, cpu_seconds, describe
 
 USERNAME = "catapult"
 PASSWORD = "bench-password"
@@ -394,42 +394,17 @@ class Load:
 # Orchestration ---------------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process used so far; NaN where /proc is not there."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def broker_pid() -> int | None:
-    """RabbitMQ's Erlang VM, when it runs on this machine (for its share of the CPU)."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == "beam.smp":
-                    return int(entry.name)
-            except OSError:
-                continue
-    return None
-
-
 class CpuMeter:
     """CPU seconds used by the server, the broker and this process (the load) over a phase."""
 
     def __init__(self, server_pid: int, broker: int | None) -> None:
         self.pids = {"server": server_pid, "broker": broker}
-        self.start = {name: self.cpu(pid) for name, pid in self.pids.items()}
+        self.start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
         self.load_start = time.process_time()
 
-    @staticmethod
-    def cpu(pid: int | None) -> float:
-        return cpu_seconds(pid) if pid is not None else float("nan")
-
     def charge(self, result: Result) -> Result:
-        result.server_cpu_s = self.cpu(self.pids["server"]) - self.start["server"]
-        result.broker_cpu_s = self.cpu(self.pids["broker"]) - self.start["broker"]
+        result.server_cpu_s = cpu_seconds(self.pids["server"]) - self.start["server"]
+        result.broker_cpu_s = cpu_seconds(self.pids["broker"]) - self.start["broker"]
         result.load_cpu_s = time.process_time() - self.load_start
         return result
 
@@ -524,7 +499,7 @@ def row(name: str, load: str, result: Result) -> str:
 
 async def run(args: argparse.Namespace) -> int:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    load_before = os.getloadavg()[0]
+    machine = describe()
     saturation: dict[str, Result] = {}
     outcomes: dict[str, float] = {}
     offered: dict[str, Result] = {}
@@ -564,8 +539,7 @@ async def run(args: argparse.Namespace) -> int:
 
     print()
     print(
-        f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, load average "
-        f"{load_before:.2f} before the run, {os.getloadavg()[0]:.2f} after; "
+        f"machine: {machine} before the run, {os.getloadavg()[0]:.2f} after; "
         f"saturation: {args.connections} connections, up to {args.requests} requests or "
         f"{args.seconds:g} s; offered: {args.rate:g}/s for {args.rate_seconds:g} s"
     )

@@ -6,13 +6,17 @@ commands is queued first, then one consumer drains the queue with the same concu
 
 - naive: aio-pika consume (prefetch = concurrency), one aiohttp POST per message, ack. No result
   events, no limits, no retries: the least a bridge can do.
-- worker: ``bridge run --role worker`` (prefetch and call slots = concurrency, batching, a
-  confirmed result event per command before its ack).
+- worker: ``bridge run --role worker`` (call slots = concurrency, prefetch = concurrency x 50,
+  batch sends, a confirmed result event per command before its ack).
+- floor (reference, at 0 ms): aio-pika consume with the worker's prefetch, one small persistent
+  confirmed result per command into the results queue, ack; no Catapult call, no validation.
+  What reporting every command's outcome costs by itself, through aio-pika and RabbitMQ.
 - ideal: concurrency / latency (every slot always waiting on Catapult; undefined at 0 ms).
 
 Rates are sends per second from the consumer's "ready" to its last command done (the worker's
-last result event in its queue, the naive consumer's last ack). Peak memory is the consumer
-process's VmHWM; CPU per send is read from /proc for the consumer, the simulator and RabbitMQ.
+and the floor's last result in their queue, the naive consumer's last ack). Peak memory is the
+consumer process's VmHWM; CPU per send is read from /proc for the consumer, the simulator and
+RabbitMQ.
 Figures are printed, with each target met or not; the script does not fail on them.
 
     uv run --frozen python bench/worker_bench.py [--messages 10000] [--concurrency 16]
@@ -37,6 +41,7 @@ from typing import Any
 import aio_pika
 import aiohttp
 import orjson
+from machine import broker_pid, cpu_seconds, describe
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -65,41 +70,17 @@ class CpuMeter:
 
     def __init__(self, pids: dict[str, int | None]) -> None:
         self.pids = pids
-        self.start = {name: _cpu_s(pid) for name, pid in pids.items()}
+        self.start = {name: cpu_seconds(pid) for name, pid in pids.items()}
 
     def per_send_ms(self, sends: int) -> dict[str, float]:
-        return {
-            name: (_cpu_s(pid) - self.start[name]) * 1000 / sends for name, pid in self.pids.items()
-        }
+        used = {name: cpu_seconds(pid) - self.start[name] for name, pid in self.pids.items()}
+        return {name: seconds * 1000 / sends for name, seconds in used.items()}
 
 
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def _cpu_s(pid: int | None) -> float:
-    """User + system CPU seconds a process has used so far (0 when unknown)."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _broker_pid() -> int | None:
-    """RabbitMQ's Erlang VM, when it runs on this machine (for its CPU share)."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == "beam.smp":
-                    return int(entry.name)
-            except OSError:
-                continue
-    return None
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -283,28 +264,40 @@ class Bench:
         await channel.close()
 
     async def run_naive(self, latency_ms: float) -> Run:
-        overrides = self.settings_for("naive")
+        return await self.run_reference("naive", latency_ms)
+
+    async def run_floor(self) -> Run:
+        return await self.run_reference("floor", 0.0)
+
+    async def run_reference(self, mode: str, latency_ms: float) -> Run:
+        """One of this script's own consumers (``naive`` or ``floor``) in a child process."""
+        overrides = self.settings_for(mode)
         topology = Topology.from_settings(load_settings(**overrides))
         await self.prepare(latency_ms)
         await self.queue_commands(topology)
+        results = topology.results_queue(topology.send_queue)
         child = Child(
-            [sys.executable, __file__, "naive", "--amqp-url", self.args.amqp_url,
+            [sys.executable, __file__, mode, "--amqp-url", self.args.amqp_url,
              "--queue", topology.send_queue, "--base-url", f"{self.sim_url}/v1",
-             "--concurrency", str(self.args.concurrency), "--messages", str(self.args.messages)],
+             "--results", results, "--concurrency", str(self.args.concurrency),
+             "--messages", str(self.args.messages)],
             env=_environ({}),
         )  # fmt: skip
         await child.start()
         try:
             ready = await child.wait_for("READY")
             meter = self.meter(child)
-            done = await child.wait_for("DONE", timeout_s=600)
+            if mode == "floor":  # done when every result is in its queue, as for the worker
+                done = await self.until_depth(results, self.args.messages)
+            else:
+                done = await child.wait_for("DONE", timeout_s=600)
             cpu = meter.per_send_ms(self.args.messages)
             assert child.process is not None
             rss = _peak_rss_mb(child.process.pid)
         finally:
             await child.stop()
             await self.delete(topology)
-        return Run("naive", latency_ms, self.args.messages / (done - ready), rss, cpu)
+        return Run(mode, latency_ms, self.args.messages / (done - ready), rss, cpu)
 
     async def run_worker(self, latency_ms: float) -> Run:
         overrides = self.settings_for("worker")
@@ -342,7 +335,7 @@ class Bench:
             {
                 "consumer": child.process.pid,
                 "simulator": self.simulator.process.pid,
-                "broker": _broker_pid(),
+                "broker": broker_pid(),
             }
         )
 
@@ -404,15 +397,48 @@ async def naive(args: argparse.Namespace) -> None:
     await connection.close()
 
 
+async def floor(args: argparse.Namespace) -> None:
+    """Reference: what a consumer costs that only publishes one confirmed result per command.
+
+    aio-pika consume with the worker's prefetch (concurrency x 50), then for each command a
+    small persistent result, mandatory and confirmed, straight into the results queue, then the
+    ack. No Catapult call, no validation, no CloudEvent: the least any worker that reports every
+    command's outcome does through aio-pika and RabbitMQ.
+    """
+    connection = await aio_pika.connect(args.amqp_url)
+    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+    await channel.set_qos(prefetch_count=args.concurrency * 50)
+    queue = await channel.get_queue(args.queue)
+    body = orjson.dumps({"outcome": "succeeded"})
+
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        result = aio_pika.Message(
+            body, message_id=message.message_id, delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+        )
+        await channel.default_exchange.publish(result, routing_key=args.results, mandatory=True)
+        await message.ack()
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await queue.consume(on_message)
+    print("READY", flush=True)
+    await stop.wait()
+    await connection.close()
+
+
 async def main(args: argparse.Namespace) -> int:
     runs: list[Run] = []
+    machine = describe()
     async with Bench(args) as bench:
         for latency_ms in (0.0, 50.0):
             runs.append(await bench.run_naive(latency_ms))
             runs.append(await bench.run_worker(latency_ms))
+            if latency_ms == 0.0:
+                runs.append(await bench.run_floor())
     by = {(r.name, r.latency_ms): r for r in runs}
     c, n = args.concurrency, args.messages
     print(f"\nworker benchmark: {n} send commands queued, concurrency {c}, limits off")
+    print(f"machine: {machine}")
     print(
         f"{'latency':>8} {'consumer':>8} {'sends/s':>9} {'peak RSS':>9}   "
         "CPU ms per send: consumer / simulator / broker"
@@ -429,6 +455,7 @@ async def main(args: argparse.Namespace) -> int:
     vs_naive = by[("worker", 0.0)].sends_per_s / by[("naive", 0.0)].sends_per_s
     vs_ideal = by[("worker", 50.0)].sends_per_s / ideal
     naive_50 = by[("naive", 50.0)].sends_per_s / ideal
+    floor_vs_naive = by[("floor", 0.0)].sends_per_s / by[("naive", 0.0)].sends_per_s
     rss = max(r.peak_rss_mb for r in runs if r.name == "worker")
     checks = [
         (f"worker / naive at 0 ms = {vs_naive:.2f}x", vs_naive >= TARGET_VS_NAIVE,
@@ -440,12 +467,16 @@ async def main(args: argparse.Namespace) -> int:
     print()
     for text, ok, target in checks:
         print(f"  {'met' if ok else 'NOT MET'}  {text}  (target {target})")
+    print(
+        f"  reference: floor / naive at 0 ms = {floor_vs_naive:.2f}x (consume, one confirmed "
+        "result, ack; no Catapult call, no validation)"
+    )
     return 0
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", nargs="?", default="bench", choices=["bench", "naive"])
+    parser.add_argument("mode", nargs="?", default="bench", choices=["bench", "naive", "floor"])
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument(
@@ -455,12 +486,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--queue-type", choices=["quorum", "classic"], default="quorum")
     parser.add_argument("--queue", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
+    parser.add_argument("--results", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
     arguments = parse_args()
-    if arguments.mode == "naive":
-        asyncio.run(naive(arguments))
+    if arguments.mode in ("naive", "floor"):
+        asyncio.run(naive(arguments) if arguments.mode == "naive" else floor(arguments))
         raise SystemExit(0)
     raise SystemExit(asyncio.run(main(arguments)))
