@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import aio_pika
 import aiormq
@@ -113,18 +113,13 @@ class Publisher:
             async with asyncio.timeout(self._confirm_timeout_s):
                 if channel.is_closed:
                     raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
-                # The concrete aiormq channel: its basic_publish takes ``wait`` (the ABC's not).
-                underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
+                underlay = await channel.get_underlay_channel()
                 result = await underlay.basic_publish(
                     envelope.body,
                     exchange=exchange.name,
                     routing_key=key,
                     properties=envelope.to_properties(),
                     mandatory=True,
-                    # Do not wait for the frames to reach the socket: the confirm awaited below
-                    # comes after that anyway, and the wait costs a task switch per publish.
-                    # Backpressure stays: the connection's write queue is bounded.
-                    wait=False,
                 )
         except TimeoutError as exc:
             raise PublishFailed("timeout", f"no confirm in {self._confirm_timeout_s:g} s") from exc
