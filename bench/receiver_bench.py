@@ -268,6 +268,8 @@ class HttpConnection(asyncio.Protocol):
             name, _, value = line.partition(":")
             if name.lower() == "content-length":
                 length = int(value)
+            elif name.lower() == "connection" and value.strip().lower() == "close":
+                self.closed = True  # the answer is the last on this connection
         if len(self.buffer) < end + 4 + length:
             return
         del self.buffer[: end + 4 + length]
@@ -280,6 +282,8 @@ class HttpConnection(asyncio.Protocol):
 
     async def request(self, data: bytes) -> int:
         assert self.transport is not None
+        if self.closed or self.transport.is_closing():
+            raise ConnectionError("the connection is closed")
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(data)
         return await self.waiter
@@ -321,7 +325,7 @@ class Load:
             return False
         try:
             status = await connection.request(data)
-        except ConnectionError:
+        except (ConnectionError, RuntimeError):  # RuntimeError: uvloop, writing to a closed one
             connection.close()
             return False
         if connection.closed:

@@ -9,8 +9,8 @@ commands is queued first, then one consumer drains the queue with the same concu
 - worker: ``bridge run --role worker`` (call slots = concurrency, prefetch = concurrency x 50,
   batch sends, a confirmed result event per command before its ack).
 - floor (reference, at 0 ms): aio-pika consume with the worker's prefetch, one small persistent
-  confirmed result per command into the results queue, ack; no Catapult call, no validation.
-  What reporting every command's outcome costs by itself, through aio-pika and RabbitMQ.
+  confirmed result per command into the results queue (the worker's ``Publisher``), ack; no
+  Catapult call, no validation. What reporting every command's outcome costs by itself.
 - ideal: concurrency / latency (every slot always waiting on Catapult; undefined at 0 ms).
 
 Rates are sends per second from the consumer's "ready" to its last command done (the worker's
@@ -46,7 +46,7 @@ from machine import broker_pid, cpu_seconds, describe
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bridge.broker import Topology, declare_topology  # noqa: E402
+from bridge.broker import Envelope, Publisher, Topology, declare_topology  # noqa: E402
 from bridge.settings import SimulatorSettings, load_settings  # noqa: E402
 
 SENDERS = tuple(f"+1919555{n:04d}" for n in range(200, 204))
@@ -401,21 +401,21 @@ async def floor(args: argparse.Namespace) -> None:
     """Reference: what a consumer costs that only publishes one confirmed result per command.
 
     aio-pika consume with the worker's prefetch (concurrency x 50), then for each command a
-    small persistent result, mandatory and confirmed, straight into the results queue, then the
-    ack. No Catapult call, no validation, no CloudEvent: the least any worker that reports every
-    command's outcome does through aio-pika and RabbitMQ.
+    small persistent result, mandatory and confirmed, straight into the results queue through
+    the worker's own ``Publisher``, then the ack. No Catapult call, no validation, no
+    CloudEvent: the least any worker that reports every command's outcome does through aio-pika
+    and RabbitMQ.
     """
     connection = await aio_pika.connect(args.amqp_url)
     channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
     await channel.set_qos(prefetch_count=args.concurrency * 50)
     queue = await channel.get_queue(args.queue)
+    publisher = Publisher(channel, confirm_timeout_s=60)  # the worker's own publish path
     body = orjson.dumps({"outcome": "succeeded"})
 
     async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        result = aio_pika.Message(
-            body, message_id=message.message_id, delivery_mode=aio_pika.DeliveryMode.PERSISTENT
-        )
-        await channel.default_exchange.publish(result, routing_key=args.results, mandatory=True)
+        result = Envelope(body, args.results, str(message.message_id), "result", "application/json")
+        await publisher.publish(channel.default_exchange, result)
         await message.ack()
 
     stop = asyncio.Event()
