@@ -200,8 +200,8 @@ class WorkerSettings(_Section):
     # A sender keeps at most this many seconds of its sending in memory; later sends of that
     # sender are parked in the delay queues, so one busy number never fills the prefetch window.
     hold_s: PositiveFloat = 2.0
-    # The buckets run this fraction under the configured rates: Catapult counts sends when they
-    # arrive, and network jitter must not squeeze one send too many into its 10 s window.
+    # The buckets pace sends this fraction under the configured rates. Catapult's 10 s windows
+    # are kept within the limit by counting the sends that may still land in them (limits.py).
     rate_margin: Annotated[float, Field(ge=0, lt=1)] = 0.02
     # Pause after a 403 message-rate-limit (Catapult gives no reset time); doubles while the
     # 403s go on, up to the maximum.

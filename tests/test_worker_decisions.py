@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import random
+
 import pytest
 
 from bridge.catapult.errors import (
@@ -32,7 +36,7 @@ from bridge.worker.decisions import (
     Throttle,
     classify,
 )
-from bridge.worker.limits import Limits, TokenBucket, interval_for
+from bridge.worker.limits import WINDOW_S, Limits, SendWindow, TokenBucket, interval_for
 
 POLICY = RetryPolicy(max_attempts=4, base_delay_s=1.0, max_delay_s=30.0)
 SENDER = "+19195551212"
@@ -199,10 +203,88 @@ def test_windows_never_exceed_the_catapult_count() -> None:
     while len(times) < 200:
         now = max(now, limits.send_ready_at("+1"))
         limits.take_send("+1", now)
+        limits.sends_answered(["+1"], now)
         times.append(now)
     for i, t in enumerate(times):
         in_window = [u for u in times[: i + 1] if t - 10.0 < u <= t]
         assert len(in_window) <= 30
+
+
+def _sends_with_latencies(
+    limits: Limits, senders: list[str], latencies_s: list[float], count: int
+) -> list[tuple[str, float, float]]:
+    """Send ``count`` times as fast as ``limits`` allow, round robin over ``senders``, each call
+    answered after the next of ``latencies_s``: (sender, left, answered) of every send."""
+    sends: list[tuple[str, float, float]] = []
+    answers: list[tuple[float, str]] = []
+    now = 0.0
+    while len(sends) < count:
+        sender = senders[len(sends) % len(senders)]
+        ready = max(now, limits.send_ready_at(sender))
+        if answers and answers[0][0] <= ready:
+            now, answered = heapq.heappop(answers)
+            limits.sends_answered([answered], now)
+            continue
+        now = ready
+        limits.take_send(sender, now)
+        answered_at = now + latencies_s[len(sends) % len(latencies_s)]
+        heapq.heappush(answers, (answered_at, sender))
+        sends.append((sender, now, answered_at))
+    return sends
+
+
+def _assert_no_window_can_hold_more_than(limit: int, sends: list[tuple[str, float, float]]) -> None:
+    """Each send reaches Catapult somewhere between leaving and its answer, wherever the network
+    puts it. Sends that can all land in one window (T - 10 s, T] are those that left by T and
+    were answered after T - 10 s; for none of those groups to exceed ``limit``, every send must
+    find fewer than ``limit`` earlier ones answered after it left minus 10 s."""
+    for index, (_, left, _) in enumerate(sends):
+        # (1e-9: an answer exactly 10 s before is outside the half-open window, in floating point)
+        since = left - WINDOW_S + 1e-9
+        earlier = [answered for _, _, answered in sends[:index] if answered > since]
+        assert len(earlier) < limit, (index, left, earlier)
+
+
+def test_late_answers_hold_back_the_sends_that_could_share_their_window() -> None:
+    """The bucket paces at 1/s; a call answered seconds late must still not let an eleventh send
+    into a window with it (the jitter that made Catapult answer 403 to a busy worker)."""
+    latencies = [0.02, 0.05, 2.5, 0.01, 0.3, 6.0, 0.02, 0.02, 1.2, 0.0, 0.04, 9.0, 0.1]
+    limits = Limits(WorkerSettings(account_messages_per_s=1, number_messages_per_s=0))
+    _assert_no_window_can_hold_more_than(10, _sends_with_latencies(limits, ["+1"], latencies, 300))
+    # Per number as well, with two numbers sharing an account that allows more.
+    limits = Limits(WorkerSettings(account_messages_per_s=5, number_messages_per_s=1))
+    sends = _sends_with_latencies(limits, ["+1", "+2"], latencies, 300)
+    _assert_no_window_can_hold_more_than(50, sends)
+    for number in ("+1", "+2"):
+        _assert_no_window_can_hold_more_than(10, [s for s in sends if s[0] == number])
+
+
+def test_random_answer_times_never_overfill_a_window() -> None:
+    rng = random.Random(7)
+    latencies = [rng.expovariate(2.0) for _ in range(97)]
+    limits = Limits(WorkerSettings(account_messages_per_s=2, number_messages_per_s=0))
+    _assert_no_window_can_hold_more_than(20, _sends_with_latencies(limits, ["+1"], latencies, 500))
+
+
+def test_a_window_counts_sends_in_flight_until_their_call_could_have_timed_out() -> None:
+    window = SendWindow(2, call_timeout_s=15.0)
+    assert window.ready_at() == -float("inf")
+    window.take(0.0)
+    window.take(1.0)
+    assert window.ready_at() == 0.0 + 15.0 + WINDOW_S  # neither answered: the latest bound
+    window.answered(1.5)  # one answer, whichever send it was for
+    assert window.ready_at() == 1.5 + WINDOW_S
+    window.answered(3.0)
+    assert window.ready_at() == 1.5 + WINDOW_S
+    assert not window.is_idle(11.0)
+    assert window.is_idle(13.0)
+
+
+def test_fast_answers_leave_the_pace_to_the_bucket() -> None:
+    limits = Limits(WorkerSettings(account_messages_per_s=1, number_messages_per_s=0))
+    sends = _sends_with_latencies(limits, ["+1"], [0.05], 100)
+    gaps = [b[1] - a[1] for a, b in itertools.pairwise(sends)]
+    assert max(gaps) == pytest.approx(1.02)  # the bucket's interval, never the window's
 
 
 def test_pauses_after_refusals() -> None:

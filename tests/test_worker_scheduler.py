@@ -176,7 +176,7 @@ def test_no_starvation_and_no_idling_in_a_long_run() -> None:
     A second number's send goes out at once; the busy number keeps sending every second (its
     bucket is never idle for long) while it holds only a few commands in memory.
     """
-    scheduler, _ = _scheduler(account_messages_per_s=0, number_messages_per_s=1, hold_s=2)
+    scheduler, limits = _scheduler(account_messages_per_s=0, number_messages_per_s=1, hold_s=2)
     returns: list[tuple[float, int, Item, float]] = []
     order = itertools.count()
 
@@ -196,8 +196,9 @@ def test_no_starvation_and_no_idling_in_a_long_run() -> None:
     max_held = 0
     republished = 0
     while now < 300.0:
-        for item in scheduler.take(now):
-            sent.append((now, item))
+        batch = scheduler.take(now)
+        limits.sends_answered([item.sender for item in batch], now)  # calls answered at once
+        sent.extend((now, item) for item in batch)
         max_held = max(max_held, scheduler.held_count)
         ready = scheduler.next_ready_at()
         due = returns[0][0] if returns else None
@@ -217,10 +218,16 @@ def test_no_starvation_and_no_idling_in_a_long_run() -> None:
 
 
 def _run_with_a_broker(
-    scheduler: SendScheduler[Item], queue: list[Item], *, window: int, until: float
+    scheduler: SendScheduler[Item],
+    limits: Limits,
+    queue: list[Item],
+    *,
+    window: int,
+    until: float,
 ) -> list[tuple[float, Item]]:
     """Discrete-event model of the consumer: a FIFO broker queue, at most ``window`` deliveries
-    held, parked commands acked at once and back at the queue's tail after their delay."""
+    held, parked commands acked at once and back at the queue's tail after their delay, every
+    call answered at once."""
     from collections import deque
 
     broker = deque(queue)
@@ -243,7 +250,9 @@ def _run_with_a_broker(
             if isinstance(admission, Park):
                 back = now + admission.delay_s
                 heapq.heappush(returns, (back, next(order), item, now + admission.due_in_s))
-        sent.extend((now, item) for item in scheduler.take(now))
+        batch = scheduler.take(now)
+        limits.sends_answered([item.sender for item in batch], now)
+        sent.extend((now, item) for item in batch)
         if broker and scheduler.held_count < window:
             continue
         ready = scheduler.next_ready_at()
@@ -259,13 +268,13 @@ def test_senders_share_the_account_at_its_rate() -> None:
     """Three numbers queued one after the other, 25/s for the account, 10/s per number, a window
     of 32 (at least the rate times the shortest delay tier): the account's rate is shared while
     all three have work, then each busy number sends at its own limit."""
-    scheduler, _ = _scheduler(
+    scheduler, limits = _scheduler(
         account_messages_per_s=25, number_messages_per_s=10, concurrency=32, hold_s=2
     )
     queue = [
         Item(s, n) for s, count in (("+1", 110), ("+2", 110), ("+3", 40)) for n in range(count)
     ]
-    sent = _run_with_a_broker(scheduler, queue, window=32, until=60.0)
+    sent = _run_with_a_broker(scheduler, limits, queue, window=32, until=60.0)
     assert len(sent) == 260
     times = [t for t, _ in sent]
     assert times[99] < 4.5  # the account's 25/s is used while three numbers share it
@@ -279,13 +288,13 @@ def test_senders_share_the_account_at_its_rate() -> None:
 def test_a_small_window_stays_fair() -> None:
     """The same queue through a window of 8: slower (parked sends come back once per tier), but
     every number gets its share from the start."""
-    scheduler, _ = _scheduler(
+    scheduler, limits = _scheduler(
         account_messages_per_s=25, number_messages_per_s=10, concurrency=8, hold_s=2
     )
     queue = [
         Item(s, n) for s, count in (("+1", 110), ("+2", 110), ("+3", 40)) for n in range(count)
     ]
-    sent = _run_with_a_broker(scheduler, queue, window=8, until=120.0)
+    sent = _run_with_a_broker(scheduler, limits, queue, window=8, until=120.0)
     assert len(sent) == 260
     first_ten_s = [item.sender for t, item in sent if t < 10]
     assert min(first_ten_s.count(s) for s in ("+2", "+3")) >= 18

@@ -177,6 +177,9 @@ class CommandFlow:
         except asyncio.CancelledError:
             await asyncio.shield(self._give_back(live))
             raise
+        finally:
+            # Every send taken for this batch was answered, failed or never left.
+            self._limits.sends_answered([d.sender for d in batch], self._clock())
         await self._conclude_all(results)
 
     async def _run_import(self, batch: list[Delivery]) -> None:

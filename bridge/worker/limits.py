@@ -1,12 +1,14 @@
 """The worker's own limits: token buckets for sends and number requests, and pauses after refusals.
 
 Buckets have capacity (burst) 1 and refill at the configured rate, run ``rate_margin`` under it:
-Catapult (and the simulator) count accepted sends per account and per sending number over the
-window (now - 10 s, now]; with the margin, a bucket of capacity 1 never puts more than ``rate * 10``
-sends into such a window, even when the network delivers two sends closer together than they
-left. The
-per-number bucket applies only to person-to-person numbers (``worker.a2p_numbers`` are exempt).
-A rate of 0 switches a bucket off.
+they pace the sends. Catapult (and the simulator) count accepted sends per account and per
+sending number over the window (now - 10 s, now] and refuse one that would make more than
+``rate * 10``; pacing alone cannot promise that, as a send may reach Catapult any time between
+leaving and its answer coming back, and a late one shares a window with the sends after it. So
+each scope also has a ``SendWindow`` that counts the sends that may still fall into Catapult's
+window and holds the next send while they are ``rate * 10`` (at the full rate, sends then go out
+``rate * 10`` per 10 s plus one call's round trip). The per-number limits apply only to
+person-to-person numbers (``worker.a2p_numbers`` are exempt). A rate of 0 switches them off.
 
 Pauses come from Catapult's refusals: a 403 ``message-rate-limit*`` pauses the account or one
 number (no reset time is given, so the pause starts at ``rate_limit_pause_s`` and doubles while the
@@ -14,18 +16,23 @@ refusals go on, up to ``rate_limit_pause_max_s``); a 429 pauses its resource fam
 ``X-RateLimit-Reset``.
 
 Times are passed in (monotonic seconds; wall-clock seconds only to read a reset time). No I/O and no
-clock here. Memory: one entry per number that sent within its last interval, plus live pauses.
+clock here. Memory: one entry per number that sent within its last interval or whose window still
+counts a send, plus live pauses.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
+from collections import deque
 from dataclasses import dataclass
 
 from bridge.settings import WorkerSettings
 from bridge.worker.decisions import PauseScope, Throttle
 
 _PRUNE_EVERY = 1024
+WINDOW_S = 10.0  # Catapult counts sends per account and per number over (now - 10 s, now]
 
 
 class TokenBucket:
@@ -43,6 +50,61 @@ class TokenBucket:
 
     def take(self, now_s: float) -> None:
         self._ready_at = max(self._ready_at, now_s) + self.interval_s
+
+
+class SendWindow:
+    """Sends that may still fall into one scope's Catapult window: holds a send while ``limit``.
+
+    A send reaches Catapult between the moment it leaves and the moment its answer comes back, so
+    a send counts from when it leaves until ``WINDOW_S`` after its answer: an answered send by its
+    answer time, one in flight by the latest its answer can come (when it left plus the call
+    timeout; the answer, or the call's end, puts its real time in). A new send may leave once
+    fewer than ``limit`` sends count: then no window of Catapult's, however the network delayed
+    them, holds more than ``limit`` sends. Answers do not say which send they belong to: the
+    oldest in flight is taken as answered, which only ever counts a send for longer.
+    """
+
+    __slots__ = ("_answered", "_in_flight", "_timeout_s", "limit")
+
+    def __init__(self, limit: int, *, call_timeout_s: float) -> None:
+        self.limit = limit
+        self._timeout_s = call_timeout_s
+        # Only the newest ``limit`` answers can ever hold a send back.
+        self._answered: deque[float] = deque(maxlen=limit)
+        self._in_flight: deque[float] = deque()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def ready_at(self) -> float:
+        """When the next send may leave, as far as this window goes."""
+        over = len(self._answered) + len(self._in_flight) - self.limit
+        if over < 0:
+            return -math.inf
+        # The (over + 1)-th earliest of the times the counted sends stop counting.
+        latest = (left + self._timeout_s for left in self._in_flight)
+        until = next(itertools.islice(heapq.merge(self._answered, latest), over, None))
+        return until + WINDOW_S
+
+    def take(self, now_s: float) -> None:
+        self._in_flight.append(now_s)
+
+    def answered(self, now_s: float) -> None:
+        if self._in_flight:
+            self._in_flight.popleft()
+            self._answered.append(now_s)
+
+    def is_idle(self, now_s: float) -> bool:
+        """Nothing counts any more: the window is like a new one."""
+        if self._in_flight:
+            return False
+        return not self._answered or self._answered[-1] <= now_s - WINDOW_S
+
+
+def window_limit(rate_per_s: float) -> int:
+    """Sends Catapult allows in ``WINDOW_S`` at ``rate_per_s`` (0: no limit)."""
+    return 0 if rate_per_s <= 0 else max(1, math.floor(rate_per_s * WINDOW_S + 1e-9))
 
 
 def interval_for(rate_per_s: float, margin: float) -> float:
@@ -67,6 +129,15 @@ class Limits:
         self._account = TokenBucket(interval_for(settings.account_messages_per_s, margin))
         self._number_interval_s = interval_for(settings.number_messages_per_s, margin)
         self._numbers: dict[str, TokenBucket] = {}
+        self._call_timeout_s = settings.call_timeout_s
+        account_limit = window_limit(settings.account_messages_per_s)
+        self._account_window = (
+            SendWindow(account_limit, call_timeout_s=self._call_timeout_s)
+            if account_limit
+            else None
+        )
+        self._number_limit = window_limit(settings.number_messages_per_s)
+        self._number_windows: dict[str, SendWindow] = {}
         self._a2p = frozenset(settings.a2p_numbers)
         self._number_requests = TokenBucket(
             interval_for(settings.number_requests_per_min / 60.0, margin)
@@ -96,21 +167,51 @@ class Limits:
         bucket = self._numbers.get(sender)
         if bucket is not None:
             ready = max(ready, bucket.ready_at)
+        if self._account_window is not None:
+            ready = max(ready, self._account_window.ready_at())
+        window = self._number_windows.get(sender)
+        if window is not None:
+            ready = max(ready, window.ready_at())
         if lookup:
             ready = max(ready, self._paused_until(PauseScope.LOOKUPS, None))
         return ready
 
     def take_send(self, sender: str, now_s: float) -> None:
+        """A send from ``sender`` leaves now; ``sends_answered`` must follow when its call ends."""
         self._account.take(now_s)
+        if self._account_window is not None:
+            self._account_window.take(now_s)
         interval = self.number_interval_s(sender)
         if interval > 0:
             bucket = self._numbers.get(sender)
             if bucket is None:
                 bucket = self._numbers[sender] = TokenBucket(interval)
             bucket.take(now_s)
+        window = self._number_window(sender)
+        if window is not None:
+            window.take(now_s)
         self._takes += 1
         if self._takes % _PRUNE_EVERY == 0:
             self._prune(now_s)
+
+    def sends_answered(self, senders: list[str], now_s: float) -> None:
+        """The calls carrying sends taken for ``senders`` ended (whatever the outcome)."""
+        for sender in senders:
+            if self._account_window is not None:
+                self._account_window.answered(now_s)
+            window = self._number_windows.get(sender)
+            if window is not None:
+                window.answered(now_s)
+
+    def _number_window(self, sender: str) -> SendWindow | None:
+        if not self._number_limit or sender in self._a2p:
+            return None
+        window = self._number_windows.get(sender)
+        if window is None:
+            window = self._number_windows[sender] = SendWindow(
+                self._number_limit, call_timeout_s=self._call_timeout_s
+            )
+        return window
 
     # -- number requests -------------------------------------------------------------------------
 
@@ -159,8 +260,11 @@ class Limits:
         # A bucket whose next take is already allowed behaves like a new one; a pause over for
         # longer than the longest pause would start a fresh backoff anyway.
         self._numbers = {k: b for k, b in self._numbers.items() if b.ready_at > now_s}
+        self._number_windows = {
+            k: w for k, w in self._number_windows.items() if not w.is_idle(now_s)
+        }
         stale = now_s - self._pause_max_s
         self._pauses = {k: p for k, p in self._pauses.items() if p.until_s > stale}
 
 
-__all__ = ["Limits", "PauseKey", "TokenBucket", "interval_for"]
+__all__ = ["WINDOW_S", "Limits", "PauseKey", "SendWindow", "TokenBucket", "interval_for"]
