@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import random
 
 import pytest
@@ -266,18 +267,30 @@ def test_random_answer_times_never_overfill_a_window() -> None:
     _assert_no_window_can_hold_more_than(20, _sends_with_latencies(limits, ["+1"], latencies, 500))
 
 
-def test_a_window_counts_sends_in_flight_until_their_call_could_have_timed_out() -> None:
-    window = SendWindow(2, call_timeout_s=15.0)
-    assert window.ready_at() == -float("inf")
+def test_a_window_counts_sends_in_flight_until_they_are_answered() -> None:
+    window = SendWindow(2)
+    assert window.ready_at() == -math.inf
     window.take(0.0)
     window.take(1.0)
-    assert window.ready_at() == 0.0 + 15.0 + WINDOW_S  # neither answered: the latest bound
+    assert window.ready_at() == math.inf  # only an answer makes room, however late
+    assert window.ready_at(planning=True) == 0.0 + WINDOW_S  # as if answered when they left
     window.answered(1.5)  # one answer, whichever send it was for
     assert window.ready_at() == 1.5 + WINDOW_S
     window.answered(3.0)
     assert window.ready_at() == 1.5 + WINDOW_S
     assert not window.is_idle(11.0)
     assert window.is_idle(13.0)
+
+
+def test_planning_does_not_park_a_command_behind_a_call_in_flight() -> None:
+    """At 0.1/s (one send per 10 s window), a command arriving while the last send's call is in
+    flight is held for the slot after it, not parked as if the call could take its timeout."""
+    limits = Limits(WorkerSettings(account_messages_per_s=0, number_messages_per_s=0.1))
+    limits.take_send("+1", 0.0)
+    assert limits.send_ready_at("+1") == math.inf
+    assert limits.send_ready_at("+1", planning=True) == pytest.approx(10.2)
+    limits.sends_answered(["+1"], 0.1)
+    assert limits.send_ready_at("+1") == pytest.approx(10.2)  # the bucket's 10.2 s
 
 
 def test_fast_answers_leave_the_pace_to_the_bucket() -> None:

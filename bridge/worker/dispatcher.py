@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Generic, TypeVar
@@ -110,7 +111,8 @@ class Dispatcher(Generic[W]):
             now = self._clock()
             if ready_at is not None and ready_at <= now:
                 return
-            timeout_s = None if ready_at is None else ready_at - now
+            # None or inf: nothing is due by the clock; a wake() (a command, an answer) will come.
+            timeout_s = None if ready_at is None or math.isinf(ready_at) else ready_at - now
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout_s):
                     await self._wake.wait()

@@ -178,8 +178,10 @@ class CommandFlow:
             await asyncio.shield(self._give_back(live))
             raise
         finally:
-            # Every send taken for this batch was answered, failed or never left.
+            # Every send taken for this batch was answered, failed or never left: room in the
+            # windows it counted in, for the sends waiting on it.
             self._limits.sends_answered([d.sender for d in batch], self._clock())
+            self.send_dispatcher.wake()
         await self._conclude_all(results)
 
     async def _run_import(self, batch: list[Delivery]) -> None:

@@ -56,36 +56,40 @@ class SendWindow:
     """Sends that may still fall into one scope's Catapult window: holds a send while ``limit``.
 
     A send reaches Catapult between the moment it leaves and the moment its answer comes back, so
-    a send counts from when it leaves until ``WINDOW_S`` after its answer: an answered send by its
-    answer time, one in flight by the latest its answer can come (when it left plus the call
-    timeout; the answer, or the call's end, puts its real time in). A new send may leave once
+    it counts from when it leaves until ``WINDOW_S`` after its answer. A new send may leave once
     fewer than ``limit`` sends count: then no window of Catapult's, however the network delayed
-    them, holds more than ``limit`` sends. Answers do not say which send they belong to: the
-    oldest in flight is taken as answered, which only ever counts a send for longer.
+    them, holds more than ``limit``. A send in flight counts until its answer, however long that
+    takes: only answers make room. Answers do not say which send they belong to: the oldest in
+    flight is taken as answered, which only ever counts a send for longer.
     """
 
-    __slots__ = ("_answered", "_in_flight", "_timeout_s", "limit")
+    __slots__ = ("_answered", "_in_flight", "limit")
 
-    def __init__(self, limit: int, *, call_timeout_s: float) -> None:
+    def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._timeout_s = call_timeout_s
         # Only the newest ``limit`` answers can ever hold a send back.
         self._answered: deque[float] = deque(maxlen=limit)
-        self._in_flight: deque[float] = deque()
+        self._in_flight: deque[float] = deque()  # when each send in flight left
 
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
 
-    def ready_at(self) -> float:
-        """When the next send may leave, as far as this window goes."""
+    def ready_at(self, *, planning: bool = False) -> float:
+        """When the next send may leave, as far as this window goes (``inf``: after an answer).
+
+        ``planning``: an estimate for deciding what to hold, taking each send in flight as
+        answered when it left; never for letting a send go.
+        """
         over = len(self._answered) + len(self._in_flight) - self.limit
         if over < 0:
             return -math.inf
-        # The (over + 1)-th earliest of the times the counted sends stop counting.
-        latest = (left + self._timeout_s for left in self._in_flight)
-        until = next(itertools.islice(heapq.merge(self._answered, latest), over, None))
-        return until + WINDOW_S
+        if planning:
+            # The (over + 1)-th earliest time a counted send stops counting.
+            ends = heapq.merge(self._answered, self._in_flight)
+            return next(itertools.islice(ends, over, None)) + WINDOW_S
+        # Sends in flight stop counting only after their answers: after every answer so far.
+        return self._answered[over] + WINDOW_S if over < len(self._answered) else math.inf
 
     def take(self, now_s: float) -> None:
         self._in_flight.append(now_s)
@@ -129,13 +133,8 @@ class Limits:
         self._account = TokenBucket(interval_for(settings.account_messages_per_s, margin))
         self._number_interval_s = interval_for(settings.number_messages_per_s, margin)
         self._numbers: dict[str, TokenBucket] = {}
-        self._call_timeout_s = settings.call_timeout_s
         account_limit = window_limit(settings.account_messages_per_s)
-        self._account_window = (
-            SendWindow(account_limit, call_timeout_s=self._call_timeout_s)
-            if account_limit
-            else None
-        )
+        self._account_window = SendWindow(account_limit) if account_limit else None
         self._number_limit = window_limit(settings.number_messages_per_s)
         self._number_windows: dict[str, SendWindow] = {}
         self._a2p = frozenset(settings.a2p_numbers)
@@ -156,8 +155,12 @@ class Limits:
     def number_interval_s(self, sender: str) -> float:
         return 0.0 if sender in self._a2p else self._number_interval_s
 
-    def send_ready_at(self, sender: str, *, lookup: bool = False) -> float:
-        """When a send from ``sender`` may go out (a look-up first, with ``lookup``)."""
+    def send_ready_at(self, sender: str, *, lookup: bool = False, planning: bool = False) -> float:
+        """When a send from ``sender`` may go out (a look-up first, with ``lookup``).
+
+        ``inf`` while sends in flight fill a window: an answer makes room. ``planning``: an
+        estimate for deciding what to hold or park, with sends in flight taken as answered.
+        """
         ready = max(
             self._account.ready_at,
             self._paused_until(PauseScope.ACCOUNT, None),
@@ -168,10 +171,10 @@ class Limits:
         if bucket is not None:
             ready = max(ready, bucket.ready_at)
         if self._account_window is not None:
-            ready = max(ready, self._account_window.ready_at())
+            ready = max(ready, self._account_window.ready_at(planning=planning))
         window = self._number_windows.get(sender)
         if window is not None:
-            ready = max(ready, window.ready_at())
+            ready = max(ready, window.ready_at(planning=planning))
         if lookup:
             ready = max(ready, self._paused_until(PauseScope.LOOKUPS, None))
         return ready
@@ -208,9 +211,7 @@ class Limits:
             return None
         window = self._number_windows.get(sender)
         if window is None:
-            window = self._number_windows[sender] = SendWindow(
-                self._number_limit, call_timeout_s=self._call_timeout_s
-            )
+            window = self._number_windows[sender] = SendWindow(self._number_limit)
         return window
 
     # -- number requests -------------------------------------------------------------------------

@@ -124,7 +124,7 @@ class SendScheduler(Generic[T]):
         if due_in_s is None:
             slot = max(
                 lane.reserved_until_s + per_item_s,
-                self._limits.send_ready_at(item.sender),
+                self._limits.send_ready_at(item.sender, planning=True),
                 now_s,
             )
             lane.reserved_until_s = slot
@@ -165,7 +165,8 @@ class SendScheduler(Generic[T]):
         return HOLD
 
     def _blocked_s(self, item: T, now_s: float) -> float:
-        ready_at = self._limits.send_ready_at(item.sender, lookup=item.needs_lookup)
+        # How long the sender is held back (a pause), not the moment a call in flight answers.
+        ready_at = self._limits.send_ready_at(item.sender, lookup=item.needs_lookup, planning=True)
         return max(0.0, ready_at - now_s)
 
     def next_ready_at(self) -> float | None:
