@@ -64,7 +64,8 @@ def reachable_host(bind_host: str) -> str:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # No inf or nan: every number here is a count, a rate or a time the bridge computes with.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class CatapultSettings(_Section):

@@ -157,6 +157,8 @@ def test_bad_toml_setting_is_named(tmp_path: Path, toml: str, name: str, what: s
         ("BRIDGE_RECEIVER__PORT", "eighty", "receiver.port", "valid integer"),
         ("BRIDGE_WORKER__CONCURRENCY", "0", "worker.concurrency", "greater than 0"),
         ("BRIDGE_RECEIVER__SPOOL_ENABLED", "maybe", "receiver.spool_enabled", "valid boolean"),
+        ("BRIDGE_WORKER__CALL_TIMEOUT_S", "inf", "worker.call_timeout_s", "finite number"),
+        ("BRIDGE_SIMULATOR__LATENCY_MS", "nan", "simulator.latency_ms", "finite number"),
     ],
 )
 def test_bad_environment_setting_is_named(
