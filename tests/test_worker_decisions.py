@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from bridge.catapult import RATE_WINDOW_S
 from bridge.catapult.errors import (
     AmbiguousError,
     ApiError,
@@ -37,7 +38,7 @@ from bridge.worker.decisions import (
     Throttle,
     classify,
 )
-from bridge.worker.limits import WINDOW_S, Limits, SendWindow, TokenBucket, interval_for
+from bridge.worker.limits import Limits, SendWindow, TokenBucket, interval_for
 
 POLICY = RetryPolicy(max_attempts=4, base_delay_s=1.0, max_delay_s=30.0)
 SENDER = "+19195551212"
@@ -241,7 +242,7 @@ def _assert_no_window_can_hold_more_than(limit: int, sends: list[tuple[str, floa
     find fewer than ``limit`` earlier ones answered after it left minus 10 s."""
     for index, (_, left, _) in enumerate(sends):
         # (1e-9: an answer exactly 10 s before is outside the half-open window, in floating point)
-        since = left - WINDOW_S + 1e-9
+        since = left - RATE_WINDOW_S + 1e-9
         earlier = [answered for _, _, answered in sends[:index] if answered > since]
         assert len(earlier) < limit, (index, left, earlier)
 
@@ -273,11 +274,11 @@ def test_a_window_counts_sends_in_flight_until_they_are_answered() -> None:
     window.take(0.0)
     window.take(1.0)
     assert window.ready_at() == math.inf  # only an answer makes room, however late
-    assert window.ready_at(planning=True) == 0.0 + WINDOW_S  # as if answered when they left
+    assert window.ready_at(planning=True) == 0.0 + RATE_WINDOW_S  # as if answered when they left
     window.answered(1.5)  # one answer, whichever send it was for
-    assert window.ready_at() == 1.5 + WINDOW_S
+    assert window.ready_at() == 1.5 + RATE_WINDOW_S
     window.answered(3.0)
-    assert window.ready_at() == 1.5 + WINDOW_S
+    assert window.ready_at() == 1.5 + RATE_WINDOW_S
     assert not window.is_idle(11.0)
     assert window.is_idle(13.0)
 

@@ -31,10 +31,11 @@ from bridge.catapult.models import (
     OutboundMessage,
     PhoneNumber,
 )
-from bridge.catapult.wire import MAX_BATCH
+from bridge.catapult.wire import MAX_BATCH, RATE_WINDOW_S
 
 __all__ = [
     "MAX_BATCH",
+    "RATE_WINDOW_S",
     "AmbiguousError",
     "ApiError",
     "Application",

@@ -41,6 +41,9 @@ from bridge.catapult.models import BatchItem, MessageRef
 REDACTED = "***"
 SNIPPET_CHARS = 200
 MAX_BATCH = 50
+# Catapult counts accepted sends per account and per sending number over (now - 10 s, now] and
+# refuses the one that would make more than ``rate * RATE_WINDOW_S`` (403 message-rate-limit*).
+RATE_WINDOW_S = 10.0
 
 # 503 codes after which the message may exist: look it up before sending again.
 AMBIGUOUS_CODES = frozenset({"message-gateway-unavailable", "gateway-unavailable"})

@@ -25,11 +25,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bridge.catapult import RATE_WINDOW_S
 from bridge.settings import SimulatorSettings
 from bridge.simulator import errors
 from bridge.simulator.errors import Problem
 
-WINDOW_S = 10.0
 MAX_WAIT_S = 86_400.0
 
 NonNegative = Annotated[float, Field(ge=0)]
@@ -108,22 +108,22 @@ class MessageRateLimiter:
         if not account_limit and not number_limit:
             return None
         now = self._clock()
-        horizon = now - WINDOW_S
+        horizon = now - RATE_WINDOW_S
         window = None
         if account_limit:
             _prune(self._account, horizon)
-            if len(self._account) + 1 > account_limit * WINDOW_S:
+            if len(self._account) + 1 > account_limit * RATE_WINDOW_S:
                 return errors.message_rate_limit(
                     limits.account_limit_code,
                     limit_per_s=account_limit,
-                    rate=(len(self._account) + 1) / WINDOW_S,
+                    rate=(len(self._account) + 1) / RATE_WINDOW_S,
                 )
         if number_limit:
             window = self._numbers.setdefault(sender, deque())
             _prune(window, horizon)
-            if len(window) + 1 > number_limit * WINDOW_S:
+            if len(window) + 1 > number_limit * RATE_WINDOW_S:
                 return errors.message_rate_limit_per_tn(
-                    sender, limit_per_s=number_limit, rate=(len(window) + 1) / WINDOW_S
+                    sender, limit_per_s=number_limit, rate=(len(window) + 1) / RATE_WINDOW_S
                 )
         if account_limit:
             self._account.append(now)

@@ -28,11 +28,11 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
+from bridge.catapult import RATE_WINDOW_S
 from bridge.settings import WorkerSettings
 from bridge.worker.decisions import PauseScope, Throttle
 
 _PRUNE_EVERY = 1024
-WINDOW_S = 10.0  # Catapult counts sends per account and per number over (now - 10 s, now]
 
 
 class TokenBucket:
@@ -56,11 +56,11 @@ class SendWindow:
     """Sends that may still fall into one scope's Catapult window: holds a send while ``limit``.
 
     A send reaches Catapult between the moment it leaves and the moment its answer comes back, so
-    it counts from when it leaves until ``WINDOW_S`` after its answer. A new send may leave once
-    fewer than ``limit`` sends count: then no window of Catapult's, however the network delayed
-    them, holds more than ``limit``. A send in flight counts until its answer, however long that
-    takes: only answers make room. Answers do not say which send they belong to: the oldest in
-    flight is taken as answered, which only ever counts a send for longer.
+    it counts from when it leaves until ``RATE_WINDOW_S`` after its answer. A new send may leave
+    once fewer than ``limit`` sends count: then no window of Catapult's, however the network
+    delayed them, holds more than ``limit``. A send in flight counts until its answer, however
+    long that takes: only answers make room. Answers do not say which send they belong to: the
+    oldest in flight is taken as answered, which only ever counts a send for longer.
     """
 
     __slots__ = ("_answered", "_in_flight", "limit")
@@ -70,10 +70,6 @@ class SendWindow:
         # Only the newest ``limit`` answers can ever hold a send back.
         self._answered: deque[float] = deque(maxlen=limit)
         self._in_flight: deque[float] = deque()  # when each send in flight left
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._in_flight)
 
     def ready_at(self, *, planning: bool = False) -> float:
         """When the next send may leave, as far as this window goes (``inf``: after an answer).
@@ -87,9 +83,9 @@ class SendWindow:
         if planning:
             # The (over + 1)-th earliest time a counted send stops counting.
             ends = heapq.merge(self._answered, self._in_flight)
-            return next(itertools.islice(ends, over, None)) + WINDOW_S
+            return next(itertools.islice(ends, over, None)) + RATE_WINDOW_S
         # Sends in flight stop counting only after their answers: after every answer so far.
-        return self._answered[over] + WINDOW_S if over < len(self._answered) else math.inf
+        return self._answered[over] + RATE_WINDOW_S if over < len(self._answered) else math.inf
 
     def take(self, now_s: float) -> None:
         self._in_flight.append(now_s)
@@ -103,12 +99,12 @@ class SendWindow:
         """Nothing counts any more: the window is like a new one."""
         if self._in_flight:
             return False
-        return not self._answered or self._answered[-1] <= now_s - WINDOW_S
+        return not self._answered or self._answered[-1] <= now_s - RATE_WINDOW_S
 
 
 def window_limit(rate_per_s: float) -> int:
-    """Sends Catapult allows in ``WINDOW_S`` at ``rate_per_s`` (0: no limit)."""
-    return 0 if rate_per_s <= 0 else max(1, math.floor(rate_per_s * WINDOW_S + 1e-9))
+    """Sends Catapult allows in ``RATE_WINDOW_S`` at ``rate_per_s`` (0: no limit)."""
+    return 0 if rate_per_s <= 0 else max(1, math.floor(rate_per_s * RATE_WINDOW_S + 1e-9))
 
 
 def interval_for(rate_per_s: float, margin: float) -> float:
@@ -268,4 +264,4 @@ class Limits:
         self._pauses = {k: p for k, p in self._pauses.items() if p.until_s > stale}
 
 
-__all__ = ["WINDOW_S", "Limits", "PauseKey", "SendWindow", "TokenBucket", "interval_for"]
+__all__ = ["Limits", "PauseKey", "SendWindow", "TokenBucket", "interval_for"]
