@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 from aio_pika import IncomingMessage
+from aio_pika.abc import AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 from pamqp import commands as spec
 from pamqp.header import ContentHeader
@@ -220,3 +221,22 @@ def test_a_parked_send_carries_its_slot() -> None:
     assert isinstance(due, int)  # a float header would be rounded to 128 s
     assert due == round((NOW.timestamp() + 12.5) * 1000)
     assert h.ATTEMPTS in plan.envelope.headers
+
+
+async def test_a_delivery_whose_channel_closed_is_stale(
+    amqp: AbstractRobustConnection,
+) -> None:
+    """aio-pika raises on a closed channel's message instead of saying so: that is stale too."""
+    channel = await amqp.channel()
+    underlay = await channel.get_underlay_channel()
+    delivered = DeliveredMessage(
+        delivery=spec.Basic.Deliver(consumer_tag="c", delivery_tag=1, routing_key="q"),
+        header=ContentHeader(properties=spec.Basic.Properties(message_id="m-1")),
+        body=orjson.dumps(SEND),
+        channel=underlay,
+    )
+    delivery = read_delivery(IncomingMessage(delivered), queue=SEND_QUEUE, kind=CommandKind.SEND)
+    assert isinstance(delivery, Delivery)
+    assert not delivery.is_stale
+    await channel.close()
+    assert delivery.is_stale

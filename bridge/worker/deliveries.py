@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import aiormq
 from aio_pika.abc import AbstractIncomingMessage
 
 from bridge.events.cloudevents import deterministic_id
@@ -84,7 +85,10 @@ class Delivery:
     @property
     def is_stale(self) -> bool:
         """Its channel is gone: it can no longer be acked, and the broker will deliver it again."""
-        return bool(self.message.channel.is_closed)
+        try:
+            return bool(self.message.channel.is_closed)
+        except aiormq.exceptions.ChannelInvalidStateError:
+            return True  # aio-pika's answer for a closed channel: it raises instead of saying so
 
 
 @dataclass(eq=False, slots=True)

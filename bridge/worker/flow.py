@@ -170,9 +170,10 @@ class CommandFlow:
     # -- calls -----------------------------------------------------------------------------------
 
     async def _run_sends(self, batch: list[Delivery]) -> None:
-        live = self._live(batch)
-        self._update_gauges()
+        live: list[Delivery] = []
         try:
+            live = self._live(batch)
+            self._update_gauges()
             results = await self._executor.run_sends(live) if live else []
         except asyncio.CancelledError:
             await asyncio.shield(self._give_back(live))
