@@ -17,7 +17,15 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import pydantic_settings
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -63,6 +71,14 @@ def reachable_host(bind_host: str) -> str:
     return f"[{bind_host}]" if ":" in bind_host else bind_host
 
 
+def _not_blank(value: Any) -> Any:
+    """A credential or address that is set must hold something: ``FOO=`` is not "unset"."""
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    if isinstance(text, str) and not text.strip():
+        raise ValueError("must not be empty or blank; give a value or leave the setting unset")
+    return value
+
+
 class _Section(BaseModel):
     # No inf or nan: every number here is a count, a rate or a time the bridge computes with.
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -82,6 +98,16 @@ class CatapultSettings(_Section):
     dashboard_account_id: str | None = None
     dashboard_user_name: str | None = None
     dashboard_password: SecretStr | None = None
+
+    _set_means_not_blank = field_validator(
+        "base_url",
+        "user_id",
+        "api_token",
+        "api_secret",
+        "dashboard_account_id",
+        "dashboard_user_name",
+        "dashboard_password",
+    )(_not_blank)
 
     @property
     def is_embedded(self) -> bool:
@@ -122,6 +148,8 @@ class BrokerSettings(_Section):
     # Broker-side backstop against a message that crashes a consumer over and over (quorum only).
     delivery_limit: PositiveInt = 20
 
+    _set_means_not_blank = field_validator("url")(_not_blank)
+
     @property
     def display_url(self) -> str:
         return masked_url(self.url.get_secret_value())
@@ -152,12 +180,19 @@ class ReceiverSettings(_Section):
     # Pause between attempts to reach RabbitMQ while it is down (first connection, spool drain).
     retry_interval_s: PositiveFloat = 1.0
 
+    _set_means_not_blank = field_validator("username", "password", "path_token")(_not_blank)
+
+    @field_validator("username")
+    @classmethod
+    def _basic_user_name(cls, value: str | None) -> str | None:
+        if value is not None and ":" in value:
+            raise ValueError("must not contain ':' (HTTP Basic splits user and password at it)")
+        return value
+
     @model_validator(mode="after")
     def _credentials_and_path(self) -> ReceiverSettings:
         if (self.username is None) != (self.password is None):
             raise ValueError("receiver.username and receiver.password must be set together")
-        if self.username is not None and not self.username:
-            raise ValueError("receiver.username must not be empty")
         if not self.path.startswith("/") or self.path.endswith("/") or "{" in self.path:
             raise ValueError(
                 "receiver.path must start with '/', not end with '/' and hold no '{': "
@@ -268,6 +303,15 @@ class SimulatorSettings(_Section):
     max_callback_attempts: PositiveInt = 20_000
     callback_max_connections: PositiveInt = 100
 
+    _set_means_not_blank = field_validator(
+        "user_id",
+        "api_token",
+        "api_secret",
+        "dashboard_account_id",
+        "dashboard_user_name",
+        "dashboard_password",
+    )(_not_blank)
+
 
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -300,7 +344,7 @@ def _describe(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
         name = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        message = error["msg"]
+        message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown setting"
         lines.append(f"  {name}: {message}")

@@ -232,6 +232,56 @@ def test_receiver_password_without_username_is_named(tmp_path: Path) -> None:
     assert RECEIVER_PASSWORD not in str(caught.value)
 
 
+CREDENTIAL_VARIABLES = [
+    "BRIDGE_RECEIVER__USERNAME",
+    "BRIDGE_RECEIVER__PASSWORD",
+    "BRIDGE_RECEIVER__PATH_TOKEN",
+    "BRIDGE_CATAPULT__BASE_URL",
+    "BRIDGE_CATAPULT__USER_ID",
+    "BRIDGE_CATAPULT__API_TOKEN",
+    "BRIDGE_CATAPULT__API_SECRET",
+    "BRIDGE_CATAPULT__DASHBOARD_ACCOUNT_ID",
+    "BRIDGE_CATAPULT__DASHBOARD_USER_NAME",
+    "BRIDGE_CATAPULT__DASHBOARD_PASSWORD",
+    "BRIDGE_BROKER__URL",
+    "BRIDGE_SIMULATOR__USER_ID",
+    "BRIDGE_SIMULATOR__API_TOKEN",
+    "BRIDGE_SIMULATOR__API_SECRET",
+    "BRIDGE_SIMULATOR__DASHBOARD_ACCOUNT_ID",
+    "BRIDGE_SIMULATOR__DASHBOARD_USER_NAME",
+    "BRIDGE_SIMULATOR__DASHBOARD_PASSWORD",
+]
+
+
+@pytest.mark.parametrize("value", ["", "   ", "\t"])
+@pytest.mark.parametrize("variable", CREDENTIAL_VARIABLES)
+def test_a_credential_set_but_blank_is_named(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    # An empty BRIDGE_RECEIVER__PATH_TOKEN= once turned authentication off: a credential that is
+    # set must hold something, whatever the others say.
+    monkeypatch.setenv("BRIDGE_RECEIVER__USERNAME", "catapult")
+    monkeypatch.setenv("BRIDGE_RECEIVER__PASSWORD", RECEIVER_PASSWORD)
+    monkeypatch.setenv(variable, value)
+    name = variable.removeprefix("BRIDGE_").replace("__", ".").lower()
+
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+
+    assert f"  {name}: must not be empty or blank" in str(caught.value)
+
+
+def test_an_empty_path_token_alone_does_not_turn_authentication_off() -> None:
+    with pytest.raises(SettingsError, match=r"receiver\.path_token: must not be empty"):
+        load_settings(receiver={"path_token": ""})
+
+
+def test_a_receiver_user_name_with_a_colon_is_named() -> None:
+    # HTTP Basic cannot carry it: "a:b" + ":" + password splits at the first colon.
+    with pytest.raises(SettingsError, match=r"receiver\.username: .*':'"):
+        load_settings(receiver={"username": "a:b", "password": RECEIVER_PASSWORD})
+
+
 def test_missing_config_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match=r"config file .*nowhere\.toml does not exist"):
         load_settings(tmp_path / "nowhere.toml")
