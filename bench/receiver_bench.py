@@ -122,10 +122,9 @@ async def serve_receiver(
     from bridge.receiver import ReceiverServer
 
     if dry:
-        from bridge.broker import Envelope
-        from bridge.receiver.link import BrokerLink
+        from bridge.broker import BrokerLink, Envelope
 
-        async def publish_nothing(self: BrokerLink, envelope: Envelope) -> None:
+        async def publish_nothing(self: BrokerLink, envelope: Envelope, **_: object) -> None:
             return None
 
         BrokerLink.publish = publish_nothing  # type: ignore[method-assign]

@@ -415,7 +415,7 @@ async def floor(args: argparse.Namespace) -> None:
 
     async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
         result = Envelope(body, args.results, str(message.message_id), "result", "application/json")
-        await publisher.publish(channel.default_exchange, result)
+        await publisher.publish(result, exchange="")
         await message.ack()
 
     stop = asyncio.Event()

@@ -27,7 +27,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from bridge.broker import PublishFailed
+from bridge.broker import BrokerError
 from bridge.catapult import CatapultClient
 from bridge.receiver import ReceiverServer
 from bridge.settings import Settings, SettingsError
@@ -183,7 +183,7 @@ async def run_bridge(settings: Settings, *, role: str = "all") -> int:
             except SettingsError as exc:
                 log.error("bridge: %s", exc)
                 return 2
-            except (PublishFailed, OSError) as exc:
+            except (BrokerError, OSError) as exc:
                 log.error("bridge: cannot start the %s role: %s", role, exc)
                 return 1
             log.info("bridge running (role %s); SIGTERM or Ctrl-C stops it", role)

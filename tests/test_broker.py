@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,13 +29,13 @@ async def test_topology_is_idempotent_and_routes(
     topology = Topology.from_settings(settings)
     channel = await open_confirm_channel(amqp)
     await declare_topology(channel, topology)
-    exchanges = await declare_topology(channel, topology)  # twice: no PRECONDITION_FAILED
+    await declare_topology(channel, topology)  # twice: no PRECONDITION_FAILED
 
     publisher = Publisher(channel, confirm_timeout_s=3)
     for key in (INBOUND_SMS, INBOUND_MMS):
         await publisher.publish(
-            exchanges.events,
             Envelope(body=b"{}", routing_key=key, message_id=f"id-{key}", type="t"),
+            exchange=topology.events_exchange,
         )
     queue = await channel.get_queue(topology.inbound_queue, ensure=False)
     received = [await queue.get(timeout=5), await queue.get(timeout=5)]
@@ -45,7 +47,7 @@ async def test_topology_is_idempotent_and_routes(
 async def test_unroutable_publish_fails(amqp: AbstractRobustConnection, make_settings: Any) -> None:
     topology = Topology.from_settings(make_settings())
     channel = await open_confirm_channel(amqp)
-    exchanges = await declare_topology(channel, topology)
+    await declare_topology(channel, topology)
     publisher = Publisher(channel, confirm_timeout_s=3)
     envelope = Envelope(
         body=b"{}",
@@ -55,7 +57,7 @@ async def test_unroutable_publish_fails(amqp: AbstractRobustConnection, make_set
         timestamp=datetime.now(UTC),
     )
     with pytest.raises(PublishFailed) as caught:
-        await publisher.publish(exchanges.events, envelope)
+        await publisher.publish(envelope, exchange=topology.events_exchange)
     assert caught.value.reason == "unroutable"
     await channel.close()
 
@@ -64,3 +66,23 @@ def test_retry_tier_picks_the_next_tier_up(make_settings: Any) -> None:
     topology = Topology.from_settings(make_settings(worker={"retry_delays_s": [1, 5, 30]}))
     assert [topology.retry_tier(d) for d in (0.2, 1, 2, 29, 31)] == [1, 1, 5, 30, 30]
     assert topology.retry_queue(topology.send_queue, 5).endswith(".outbound.sms.retry.5s")
+
+
+def test_the_pure_layer_imports_no_amqp_client() -> None:
+    """Events and messages are data: building one must not load the client that sends it."""
+    pure = [
+        "bridge.events.envelope",
+        "bridge.events.cloudevents",
+        "bridge.events.receiver_events",
+        "bridge.events.commands",
+        "bridge.events.results",
+        "bridge.events.callbacks",
+    ]
+    code = (
+        f"import sys; import {', '.join(pure)}; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'aio_pika', 'aiormq'}))"
+    )
+    run = subprocess.run(  # noqa: S603 - our own interpreter and a fixed program
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert run.stdout.strip() == "[]"

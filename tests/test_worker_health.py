@@ -6,7 +6,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from bridge.broker import PublishFailed
+from bridge.broker import ConnectFailed
 from bridge.worker import Worker, WorkerState, create_health_app
 from tests.fixtures.worker import MakeWorkerEnv, send_body
 
@@ -48,7 +48,7 @@ async def test_a_worker_that_cannot_reach_the_broker_fails_to_start(
         start=False, broker={"url": "amqp://guest:guest@127.0.0.1:1/", "connect_timeout_s": 1}
     )
     worker = Worker(env.settings, env.client)
-    with pytest.raises(PublishFailed, match="cannot connect"):
+    with pytest.raises(ConnectFailed, match="cannot connect"):
         await worker.start()
     assert worker.state is WorkerState.STOPPED
     await worker.stop()  # harmless

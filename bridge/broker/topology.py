@@ -1,7 +1,7 @@
 """Names, routing keys and arguments of everything the bridge declares on RabbitMQ.
 
-The receiver and the worker both call ``declare_topology`` with the same ``Topology``, so the
-queue arguments they declare can never conflict (RabbitMQ closes the channel with
+The receiver and the worker both declare it (through ``BrokerLink``) with the same ``Topology``,
+so the queue arguments they declare can never conflict (RabbitMQ closes the channel with
 PRECONDITION_FAILED when two declarations of one queue differ). This module holds the one
 definition; nothing else passes queue arguments.
 
@@ -25,18 +25,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from aio_pika.abc import AbstractChannel, AbstractExchange, ExchangeType
+from aio_pika.abc import AbstractChannel, ExchangeType
 
+from bridge.broker.errors import translated
+from bridge.events.envelope import (
+    IMPORT_RESULT_PREFIX,
+    INBOUND_MMS,
+    INBOUND_SMS,
+    OUTBOUND_RECEIPT_PREFIX,
+    OUTBOUND_STATUS_PREFIX,
+    SEND_RESULT_PREFIX,
+)
 from bridge.settings import Settings
-
-# Routing keys on the events exchange. The receiver and the worker publish with these; the
-# bindings below route them. Consumers of the bridge may bind their own queues with the same keys.
-INBOUND_SMS = "inbound.sms"
-INBOUND_MMS = "inbound.mms"
-OUTBOUND_STATUS_PREFIX = "outbound.status"
-OUTBOUND_RECEIPT_PREFIX = "outbound.receipt"
-SEND_RESULT_PREFIX = "result.send"
-IMPORT_RESULT_PREFIX = "result.import"
 
 
 def _delay_label(delay_s: float) -> str:
@@ -132,15 +132,17 @@ class Topology:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class DeclaredExchanges:
-    events: AbstractExchange
-    dead_letter: AbstractExchange
-    default: AbstractExchange
+async def declare_topology(channel: AbstractChannel, topology: Topology) -> None:
+    """Declare every exchange, queue and binding; idempotent, safe to run at every start.
+
+    Raises ``ChannelFailed`` when the channel fails or the broker refuses a declaration (a queue
+    declared elsewhere with other arguments).
+    """
+    with translated("declaring the topology"):
+        await _declare(channel, topology)
 
 
-async def declare_topology(channel: AbstractChannel, topology: Topology) -> DeclaredExchanges:
-    """Declare every exchange, queue and binding; idempotent, safe to run at every start."""
+async def _declare(channel: AbstractChannel, topology: Topology) -> None:
     events = await channel.declare_exchange(
         topology.events_exchange, ExchangeType.TOPIC, durable=True
     )
@@ -171,9 +173,6 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Decl
                 durable=True,
                 arguments=topology.retry_queue_arguments(command_queue, delay_s),
             )
-    return DeclaredExchanges(
-        events=events, dead_letter=dead_letter, default=channel.default_exchange
-    )
 
 
 __all__ = [
@@ -183,7 +182,6 @@ __all__ = [
     "OUTBOUND_RECEIPT_PREFIX",
     "OUTBOUND_STATUS_PREFIX",
     "SEND_RESULT_PREFIX",
-    "DeclaredExchanges",
     "Topology",
     "declare_topology",
 ]

@@ -23,7 +23,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_jsonable_python
 
-from bridge.broker.publisher import CLOUDEVENTS_JSON, Envelope
+from bridge.events.envelope import CLOUDEVENTS_JSON, Envelope
 
 _PREFIX = "io.catapult-bridge"
 

@@ -30,15 +30,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from pydantic_core import to_jsonable_python
 
-from bridge.broker.publisher import Envelope
-from bridge.broker.topology import (
+from bridge.events.callbacks import CallbackKind, MessageCallback
+from bridge.events.cloudevents import CloudEvent, EventType, deterministic_id
+from bridge.events.envelope import (
     INBOUND_MMS,
     INBOUND_SMS,
     OUTBOUND_RECEIPT_PREFIX,
     OUTBOUND_STATUS_PREFIX,
+    Envelope,
 )
-from bridge.events.callbacks import CallbackKind, MessageCallback
-from bridge.events.cloudevents import CloudEvent, EventType, deterministic_id
 from bridge.events.tag import ParsedTag, decode_tag
 
 # Versioned namespace of the id hash: changing what the id covers changes this label.

@@ -19,12 +19,12 @@ from collections.abc import AsyncIterator
 from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry
 
+from bridge.broker import BrokerLink
 from bridge.receiver import handlers, health
 from bridge.receiver.auth import CallbackAuth
 from bridge.receiver.dedup import DedupWindow
 from bridge.receiver.drainer import SpoolDrainer
 from bridge.receiver.keys import AUTH, DRAINER, JOURNAL, LINK, METRICS, PUBLISHER, SETTINGS
-from bridge.receiver.link import BrokerLink
 from bridge.receiver.metrics import ReceiverMetrics
 from bridge.receiver.problems import problem_middleware
 from bridge.receiver.publishing import CallbackPublisher
@@ -33,6 +33,7 @@ from bridge.settings import Settings
 
 # Spooled events published per drain round, all confirms in flight at once.
 DRAIN_BATCH = 256
+CONNECTION_NAME = "catapult-bridge receiver"
 
 
 async def spool_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -48,7 +49,7 @@ async def spool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def broker_ctx(app: web.Application) -> AsyncIterator[None]:
-    link = BrokerLink(app[SETTINGS])
+    link = BrokerLink(app[SETTINGS], name=CONNECTION_NAME)
     app[LINK] = link
     app[METRICS].watch_link(link)
     await link.start()

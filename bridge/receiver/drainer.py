@@ -18,8 +18,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable
 
-from bridge.broker import Envelope, PublishFailed
-from bridge.receiver.link import BrokerLink
+from bridge.broker import BrokerLink, Envelope, PublishFailed
 from bridge.receiver.metrics import ReceiverMetrics
 from bridge.receiver.spool import Journal, SpoolRecord
 

@@ -16,9 +16,9 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from bridge.broker import BrokerLink
 from bridge.receiver.drainer import SpoolDrainer
 from bridge.receiver.keys import DRAINER, JOURNAL, LINK, METRICS
-from bridge.receiver.link import BrokerLink
 from bridge.receiver.spool import Journal
 
 # Above this share of its bound the spool is "nearly full": new callbacks may soon get 503.

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from bridge.broker import BrokerLink
 from bridge.receiver.auth import CallbackAuth
 from bridge.receiver.drainer import SpoolDrainer
-from bridge.receiver.link import BrokerLink
 from bridge.receiver.metrics import ReceiverMetrics
 from bridge.receiver.publishing import CallbackPublisher
 from bridge.receiver.spool import Journal

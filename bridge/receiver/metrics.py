@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
-    from bridge.receiver.link import BrokerLink
+    from bridge.broker import BrokerLink
     from bridge.receiver.spool import Journal
 
 OUTCOMES = ("published", "spooled", "duplicate", "rejected", "unauthorized", "unavailable")

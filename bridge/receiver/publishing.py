@@ -19,11 +19,10 @@ import asyncio
 import logging
 from enum import StrEnum
 
-from bridge.broker import Envelope, PublishFailed
+from bridge.broker import BrokerLink, Envelope, PublishFailed
 from bridge.events.receiver_events import CanonicalEvent
 from bridge.receiver.dedup import DedupWindow
 from bridge.receiver.errors import ReceiverUnavailable, SpoolFailed
-from bridge.receiver.link import BrokerLink
 from bridge.receiver.metrics import ReceiverMetrics
 from bridge.receiver.spool import Journal
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import orjson
 
-from bridge.broker import Envelope
+from bridge.events.envelope import Envelope
 from bridge.receiver.errors import SpoolFailed, SpoolFull
 from bridge.settings import SettingsError
 

@@ -20,77 +20,41 @@ looked up before anything is sent again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 
-import aiormq
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustConnection,
-    ConsumerTag,
-)
-
-from bridge.broker import DeclaredExchanges, Publisher, PublishFailed
+from bridge.broker import BrokerLink, ChannelFailed, Inbound, Intake, OnMessage, PublishFailed
+from bridge.broker.intake import ack, nack
 from bridge.worker.metrics import WorkerMetrics
 from bridge.worker.settlement import Disposition, Finish, GiveBack, Republish
 
 log = logging.getLogger(__name__)
 
-OnMessage = Callable[[AbstractIncomingMessage], Awaitable[None]]
+# The default exchange: its routing keys are queue names (retry tiers, reply_to queues).
+DEFAULT_EXCHANGE = ""
 
 
 class CommandConsumer:
-    def __init__(
-        self,
-        *,
-        publisher: Publisher,
-        exchanges: DeclaredExchanges,
-        metrics: WorkerMetrics,
-    ) -> None:
-        self._publisher = publisher
-        self._exchanges = exchanges
+    def __init__(self, *, link: BrokerLink, metrics: WorkerMetrics) -> None:
+        self._link = link
         self._metrics = metrics
-        self._channels: list[AbstractChannel] = []
-        self._consumers: list[tuple[AbstractQueue, ConsumerTag]] = []
+        self._intakes: list[Intake] = []
 
-    async def consume(
-        self,
-        connection: AbstractRobustConnection,
-        *,
-        queue: str,
-        prefetch: int,
-        on_message: OnMessage,
-    ) -> None:
+    async def consume(self, *, queue: str, prefetch: int, on_message: OnMessage) -> None:
         """Start consuming ``queue`` on a channel of its own, ``prefetch`` unacked at most."""
-        channel = await connection.channel()
-        self._channels.append(channel)
-        await channel.set_qos(prefetch_count=prefetch)
-        amqp_queue = await channel.get_queue(queue, ensure=False)
-        tag = await amqp_queue.consume(on_message)
-        self._consumers.append((amqp_queue, tag))
+        self._intakes.append(
+            await self._link.consume(queue, prefetch=prefetch, on_message=on_message)
+        )
 
     async def cancel(self) -> None:
         """Stop intake: the broker sends no more deliveries (those held stay unacked)."""
-        consumers, self._consumers = self._consumers, []
-        for queue, tag in consumers:
-            try:
-                await queue.cancel(tag)
-            except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
-                log.warning("could not cancel the consumer of %s: %r", queue.name, exc)
+        for intake in self._intakes:
+            await intake.cancel()
 
     async def close(self) -> None:
-        channels, self._channels = self._channels, []
-        for channel in channels:
-            if not channel.is_closed:
-                try:
-                    await channel.close()
-                except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
-                    log.debug("closing a consumer channel failed: %r", exc)
+        intakes, self._intakes = self._intakes, []
+        for intake in intakes:
+            await intake.close()
 
-    async def settle(
-        self, message: AbstractIncomingMessage, disposition: Disposition, *, command_id: str
-    ) -> bool:
+    async def settle(self, message: Inbound, disposition: Disposition, *, command_id: str) -> bool:
         """Carry out ``disposition`` for ``message``; the only place a command is acked.
 
         Returns True when the message was acked (its disposition done), False when it went back.
@@ -101,9 +65,7 @@ class CommandConsumer:
                 case Finish():
                     await self._publish_finish(disposition, ids)
                 case Republish(queue=queue, envelope=envelope):
-                    await self._publisher.publish(
-                        self._exchanges.default, envelope, routing_key=queue
-                    )
+                    await self._link.publish(envelope, exchange=DEFAULT_EXCHANGE, routing_key=queue)
                 case GiveBack():
                     await self._nack(message, ids)
                     return False
@@ -118,24 +80,26 @@ class CommandConsumer:
             await self._nack(message, ids)
             return False
         try:
-            await message.ack()
-        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            await ack(message)
+        except ChannelFailed as exc:
             # The channel is gone: the broker redelivers the message, and its redelivery is
             # looked up before anything is sent again.
             self._metrics.settle_failures.inc()
-            log.warning("ack of command %s failed: %r", command_id, exc, extra=ids)
+            log.warning("ack of command %s failed: %s", command_id, exc, extra=ids)
             return False
         return True
 
     async def _publish_finish(self, finish: Finish, ids: dict[str, str | None]) -> None:
-        await self._publisher.publish(self._exchanges.events, finish.result)
+        await self._link.publish(finish.result)
         if finish.dead_letter is not None:
-            await self._publisher.publish(self._exchanges.dead_letter, finish.dead_letter)
+            await self._link.publish(
+                finish.dead_letter, exchange=self._link.topology.dead_letter_exchange
+            )
         if not finish.reply_to:
             return
         try:
-            await self._publisher.publish(
-                self._exchanges.default, finish.result, routing_key=finish.reply_to
+            await self._link.publish(
+                finish.result, exchange=DEFAULT_EXCHANGE, routing_key=finish.reply_to
             )
         except PublishFailed as exc:
             # The result is on the events exchange already; a missing reply queue is the
@@ -148,12 +112,12 @@ class CommandConsumer:
                 extra=ids,
             )
 
-    async def _nack(self, message: AbstractIncomingMessage, ids: dict[str, str | None]) -> None:
+    async def _nack(self, message: Inbound, ids: dict[str, str | None]) -> None:
         self._metrics.given_back.inc()
         try:
-            await message.nack(requeue=True)
-        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
-            log.debug("nack of command %s failed (%r): the broker redelivers it", ids, exc)
+            await nack(message, requeue=True)
+        except ChannelFailed as exc:
+            log.debug("nack of command %s failed (%s): the broker redelivers it", ids, exc)
 
 
 __all__ = ["CommandConsumer", "OnMessage"]

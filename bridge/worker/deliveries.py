@@ -18,9 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import aiormq
-from aio_pika.abc import AbstractIncomingMessage
-
+from bridge.broker.intake import Inbound, is_stale
 from bridge.events.cloudevents import deterministic_id
 from bridge.events.commands import (
     CommandKind,
@@ -59,7 +57,7 @@ _BROKER = ("x-death", "x-delivery-count", "x-first-death-", "x-last-death-")
 class Delivery:
     """A valid command in flight. Mutable only in what one round changes: attempts and look-up."""
 
-    message: AbstractIncomingMessage
+    message: Inbound
     queue: str
     parsed: ParsedCommand
     attempts: int
@@ -85,17 +83,14 @@ class Delivery:
     @property
     def is_stale(self) -> bool:
         """Its channel is gone: it can no longer be acked, and the broker will deliver it again."""
-        try:
-            return bool(self.message.channel.is_closed)
-        except aiormq.exceptions.ChannelInvalidStateError:
-            return True  # aio-pika's answer for a closed channel: it raises instead of saying so
+        return is_stale(self.message)
 
 
 @dataclass(eq=False, slots=True)
 class Rejected:
     """A message on a command queue that is not a valid command."""
 
-    message: AbstractIncomingMessage
+    message: Inbound
     queue: str
     kind: CommandKind
     poison: Poison
@@ -103,9 +98,7 @@ class Rejected:
     id_source: IdSource
 
 
-def read_delivery(
-    message: AbstractIncomingMessage, *, queue: str, kind: CommandKind
-) -> Delivery | Rejected:
+def read_delivery(message: Inbound, *, queue: str, kind: CommandKind) -> Delivery | Rejected:
     headers: dict[str, Any] = dict(message.headers or {})
     parsed = parse_command(
         kind, message.body, message_id=message.message_id, message_type=message.type
@@ -138,7 +131,7 @@ def read_delivery(
     )
 
 
-def carried_headers(message: AbstractIncomingMessage) -> dict[str, Any]:
+def carried_headers(message: Inbound) -> dict[str, Any]:
     """The application's own headers of ``message``: without the broker's and the worker's."""
     return {
         key: value

@@ -17,9 +17,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from aio_pika.abc import AbstractIncomingMessage
-
-from bridge.broker import Topology
+from bridge.broker import Inbound, Topology
 from bridge.catapult import MAX_BATCH
 from bridge.events.commands import CommandKind
 from bridge.settings import WorkerSettings
@@ -94,7 +92,7 @@ class CommandFlow:
         return self._sends.held_count + self._imports.held_count
 
     def on_message_for(self, queue: str, kind: CommandKind) -> OnMessage:
-        async def on_message(message: AbstractIncomingMessage) -> None:
+        async def on_message(message: Inbound) -> None:
             await self._on_message(message, queue=queue, kind=kind)
 
         return on_message
@@ -111,9 +109,7 @@ class CommandFlow:
 
     # -- intake ----------------------------------------------------------------------------------
 
-    async def _on_message(
-        self, message: AbstractIncomingMessage, *, queue: str, kind: CommandKind
-    ) -> None:
+    async def _on_message(self, message: Inbound, *, queue: str, kind: CommandKind) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._in_flight.track(task)
@@ -126,9 +122,7 @@ class CommandFlow:
             # Requeued; RabbitMQ's delivery limit dead-letters it if this happens every time.
             await self._consumer.settle(message, GIVE_BACK, command_id=message.message_id or "")
 
-    async def _take_in(
-        self, message: AbstractIncomingMessage, *, queue: str, kind: CommandKind
-    ) -> None:
+    async def _take_in(self, message: Inbound, *, queue: str, kind: CommandKind) -> None:
         delivery = read_delivery(message, queue=queue, kind=kind)
         if isinstance(delivery, Rejected):
             await self._reject(delivery)

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from bridge.broker import Envelope, Topology
+from bridge.broker.topology import Topology
 from bridge.events.cloudevents import CloudEvent, EventType, deterministic_id
 from bridge.events.commands import CommandKind, ImportCommand, SendCommand, redacted_body
+from bridge.events.envelope import Envelope
 from bridge.events.results import FailureReason, ImportResult, ResultError, SendResult
 from bridge.worker import deliveries as h
 from bridge.worker.decisions import AlreadyImported, Ambiguous, Done, Fail, Retry

@@ -7,12 +7,13 @@
 
 or ``async with Worker(settings, client): ...``.
 
-``start`` connects to RabbitMQ, declares the shared topology (``bridge.broker``), opens a confirm
-channel for everything the worker publishes, starts the two dispatchers and consumes the send and
-import queues. Calls in flight are capped by ``worker.concurrency`` (one slot per request; a batch
-of sends is one request) and imports by ``worker.number_concurrency`` as well; the prefetch of the
-send queue (``worker.send_prefetch``, default ``concurrency x batch_max``) bounds the commands held
-in memory, so that every call slot can carry a full batch.
+``start`` connects to RabbitMQ through a ``BrokerLink`` (``bridge.broker``: the connection, the
+shared topology and the confirm channel for everything the worker publishes), starts the two
+dispatchers and consumes the send and import queues. Calls in flight are capped by
+``worker.concurrency`` (one slot per request; a batch of sends is one request) and imports by
+``worker.number_concurrency`` as well; the prefetch of the send queue (``worker.send_prefetch``,
+default ``concurrency x batch_max``) bounds the commands held in memory, so that every call slot
+can carry a full batch.
 
 ``stop``: stop consuming; give back what is held and not yet called; let the calls in flight
 finish within ``worker.drain_timeout_s`` (their commands are settled as usual); cancel the rest,
@@ -29,10 +30,9 @@ import enum
 import logging
 from types import TracebackType
 
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from prometheus_client import CollectorRegistry
 
-from bridge.broker import Publisher, Topology, connect, declare_topology, open_confirm_channel
+from bridge.broker import BrokerLink, Topology
 from bridge.catapult import CatapultClient
 from bridge.events.commands import CommandKind
 from bridge.settings import Settings
@@ -75,8 +75,7 @@ class Worker:
         self._client = client
         self._close_client = close_client
         self._in_flight = InFlight()
-        self._connection: AbstractRobustConnection | None = None
-        self._channel: AbstractChannel | None = None
+        self._link = BrokerLink(settings, name=CONNECTION_NAME)
         self._consumer: CommandConsumer | None = None
         self._flow: CommandFlow | None = None
         self._loops: list[asyncio.Task[None]] = []
@@ -84,12 +83,7 @@ class Worker:
     @property
     def is_ready(self) -> bool:
         """Consuming, with the broker connection up."""
-        connection = self._connection
-        return (
-            self.state is WorkerState.RUNNING
-            and connection is not None
-            and not connection.is_closed
-        )
+        return self.state is WorkerState.RUNNING and self._link.is_ready
 
     @property
     def in_flight(self) -> int:
@@ -117,13 +111,8 @@ class Worker:
 
     async def _start(self) -> None:
         settings = self.settings
-        self._connection = await connect(settings.broker, name=CONNECTION_NAME)
-        self._channel = await open_confirm_channel(self._connection)
-        exchanges = await declare_topology(self._channel, self.topology)
-        publisher = Publisher(self._channel, confirm_timeout_s=settings.broker.confirm_timeout_s)
-        self._consumer = CommandConsumer(
-            publisher=publisher, exchanges=exchanges, metrics=self.metrics
-        )
+        await self._link.connect()
+        self._consumer = CommandConsumer(link=self._link, metrics=self.metrics)
         limits = Limits(settings.worker)
         executor = Executor(
             self._client,
@@ -151,7 +140,6 @@ class Worker:
             (self.topology.import_queue, CommandKind.IMPORT, worker.number_concurrency),
         ):
             await self._consumer.consume(
-                self._connection,
                 queue=queue,
                 prefetch=prefetch,
                 on_message=flow.on_message_for(queue, kind),
@@ -202,18 +190,7 @@ class Worker:
             await self._client.close()
         if self._consumer is not None:
             await self._consumer.close()
-        channel, self._channel = self._channel, None
-        if channel is not None and not channel.is_closed:
-            try:
-                await asyncio.wait_for(channel.close(), _CLOSE_TIMEOUT_S)
-            except Exception as exc:  # closing is best effort: the connection goes next
-                log.debug("closing the publish channel failed: %r", exc)
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            try:
-                await asyncio.wait_for(connection.close(), _CLOSE_TIMEOUT_S)
-            except Exception as exc:  # the process is going away; the broker cleans up
-                log.warning("closing the broker connection failed: %r", exc)
+        await self._link.close()
 
     async def __aenter__(self) -> Worker:
         await self.start()
