@@ -43,14 +43,14 @@ RUN mkdir -p /app/var/spool && chown -R bridge:bridge /app/var
 
 USER bridge:bridge
 
-# Receiver callbacks, /healthz, /readyz and /metrics (receiver.port); the worker-only health
-# server (worker.health_port).
+# Receiver callbacks (receiver.port); the operations server, /healthz, /readyz and /metrics of
+# every role in the container (operations.port).
 EXPOSE 8080 8081
 
-# No curl in the slim image: ask /healthz with Python, on the receiver's port, else on the
-# worker-only health port (a `--role worker` container); the BRIDGE_ variables move them.
+# No curl in the slim image: ask /healthz with Python on the operations port, which every role
+# serves (BRIDGE_OPERATIONS__PORT moves it).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request\ndef ok(var, port):\n    url = f'http://127.0.0.1:{os.environ.get(var, port)}/healthz'\n    try:\n        return urllib.request.urlopen(url, timeout=2).status == 200\n    except OSError:\n        return False\nhealthy = ok('BRIDGE_RECEIVER__PORT', '8080') or ok('BRIDGE_WORKER__HEALTH_PORT', '8081')\nraise SystemExit(0 if healthy else 1)"]
+    CMD ["python", "-c", "import os, urllib.request\nurl = f\"http://127.0.0.1:{os.environ.get('BRIDGE_OPERATIONS__PORT', '8081')}/healthz\"\ntry:\n    healthy = urllib.request.urlopen(url, timeout=2).status == 200\nexcept OSError:\n    healthy = False\nraise SystemExit(0 if healthy else 1)"]
 
 ENTRYPOINT ["bridge"]
 CMD ["run"]

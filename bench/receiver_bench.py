@@ -119,6 +119,7 @@ async def serve_receiver(
     ``dry``: the publish (and its confirm) replaced by nothing, to see what the rest costs.
     """
     from bridge.logs import configure_logging
+    from bridge.operations import OperationsServer
     from bridge.receiver import ReceiverServer
 
     if dry:
@@ -131,7 +132,13 @@ async def serve_receiver(
 
     settings = bench_settings(amqp_url, prefix, spool_dir, port)
     configure_logging(settings.log)
-    async with ReceiverServer(settings):
+    async with (
+        ReceiverServer(settings) as server,
+        # Its metrics, on the operations port as `bridge run` serves them: the next port up.
+        OperationsServer(
+            server.registry, {"receiver": server.readiness}, host="127.0.0.1", port=port + 1
+        ),
+    ):
         await wait_for_signal()
 
 
@@ -413,9 +420,16 @@ class CpuMeter:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port whose next one is free too (the receiver's operations server takes it)."""
+    while True:
+        with socket.socket() as sock, socket.socket() as above:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+            try:
+                above.bind(("127.0.0.1", port + 1))
+            except (OSError, OverflowError):
+                continue
+            return port
 
 
 def start_server(variant: str, port: int, prefix: str, spool_dir: str, amqp_url: str) -> Any:
@@ -533,7 +547,7 @@ async def run(args: argparse.Namespace) -> int:
                     await purge(args.amqp_url, QUEUES.get(variant, ""), prefix)
                     first = load.next
                     if variant == "receiver":
-                        outcomes = await receiver_outcomes(f"http://127.0.0.1:{port}/metrics")
+                        outcomes = await receiver_outcomes(f"http://127.0.0.1:{port + 1}/metrics")
                 finally:
                     stop_server(process)
                 print(row(variant, "saturation", saturation[variant]), flush=True)

@@ -2,10 +2,12 @@
 
 Start order is dependency order, and stop order its reverse (an ``AsyncExitStack``)::
 
-    simulator (embedded only) -> receiver -> worker (+ its probes when it runs alone)
+    simulator (embedded only) -> receiver -> worker -> operations server
 
-so on SIGTERM the worker stops consuming and drains first, then the receiver stops accepting and
-finishes its callbacks in flight, then the simulator goes. With no ``catapult.base_url`` the bridge
+so on SIGTERM the probes go first, then the worker stops consuming and drains, then the receiver
+stops accepting and finishes its callbacks in flight, then the simulator goes. The operations
+server (``operations.host:operations.port``) serves /healthz, /readyz and /metrics for the roles
+that run; the callback port serves callbacks only. With no ``catapult.base_url`` the bridge
 runs against an in-process Catapult simulator: this module gives the receiver generated callback
 credentials (when none are configured), creates a simulator application whose incoming message URL
 is the receiver, and puts the simulator's Dashboard numbers on the account, so a new user sees the
@@ -23,16 +25,16 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from bridge.broker import BrokerError
 from bridge.catapult import CatapultClient
+from bridge.operations import OperationsServer, ReadinessCheck
 from bridge.receiver import ReceiverServer
 from bridge.settings import Settings, SettingsError
 from bridge.simulator import Simulator
-from bridge.worker import Worker, create_health_app
+from bridge.worker import Worker, worker_readiness
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class Roles:
     simulator: Simulator | None
     receiver: ReceiverServer | None
     worker: Worker | None
+    operations: OperationsServer
 
 
 def embedded_settings(settings: Settings) -> Settings:
@@ -125,13 +128,27 @@ def catapult_client(settings: Settings, simulator: Simulator | None) -> Catapult
     )
 
 
-async def _serve_probes(stack: AsyncExitStack, worker: Worker, settings: Settings) -> None:
-    runner = web.AppRunner(create_health_app(worker), access_log=None, handle_signals=False)
-    await runner.setup()
-    stack.push_async_callback(runner.cleanup)
-    host, port = settings.worker.health_host, settings.worker.health_port
-    await web.TCPSite(runner, host, port).start()
-    log.info("worker probes on %s:%d", host, port)
+async def _serve_operations(
+    stack: AsyncExitStack,
+    settings: Settings,
+    registry: CollectorRegistry,
+    *,
+    receiver: ReceiverServer | None,
+    worker: Worker | None,
+) -> OperationsServer:
+    """One operations server for the roles that run: /healthz, /readyz, /metrics."""
+    checks: dict[str, ReadinessCheck] = {}
+    if receiver is not None:
+        checks["receiver"] = receiver.readiness
+    if worker is not None:
+        running = worker
+        checks["worker"] = lambda: worker_readiness(running)
+    server = OperationsServer(
+        registry, checks, host=settings.operations.host, port=settings.operations.port
+    )
+    await server.start()
+    stack.push_async_callback(server.stop)
+    return server
 
 
 async def start_roles(stack: AsyncExitStack, settings: Settings, *, role: str) -> Roles:
@@ -165,9 +182,16 @@ async def start_roles(stack: AsyncExitStack, settings: Settings, *, role: str) -
         )
         await worker.start()
         stack.push_async_callback(worker.stop)
-        if role == "worker":
-            await _serve_probes(stack, worker, settings)
-    return Roles(settings=settings, simulator=simulator, receiver=receiver, worker=worker)
+    operations = await _serve_operations(
+        stack, settings, registry, receiver=receiver, worker=worker
+    )
+    return Roles(
+        settings=settings,
+        simulator=simulator,
+        receiver=receiver,
+        worker=worker,
+        operations=operations,
+    )
 
 
 async def run_bridge(settings: Settings, *, role: str = "all") -> int:

@@ -198,8 +198,8 @@ class ReceiverSettings(_Section):
                 "receiver.path must start with '/', not end with '/' and hold no '{': "
                 f"{self.path!r}"
             )
-        if self.path in ("/healthz", "/readyz", "/metrics"):
-            raise ValueError(f"receiver.path {self.path!r} is taken by a health endpoint")
+        if self.path == "/healthz":
+            raise ValueError("receiver.path '/healthz' is taken by the liveness probe")
         return self
 
     @property
@@ -243,12 +243,17 @@ class WorkerSettings(_Section):
     # 403s go on, up to the maximum.
     rate_limit_pause_s: PositiveFloat = 1.0
     rate_limit_pause_max_s: PositiveFloat = 10.0
-    health_port: Port = 8081
-    health_host: str = "0.0.0.0"  # noqa: S104 - probes come from the orchestrator
 
     @property
     def send_prefetch(self) -> int:
         return self.prefetch or self.concurrency * self.batch_max
+
+
+class OperationsSettings(_Section):
+    """The operations server: /healthz, /readyz and /metrics of every role the process runs."""
+
+    host: str = "0.0.0.0"  # noqa: S104 - probes and scrapes come from the orchestrator
+    port: Port = 8081
 
 
 class SimulatorSettings(_Section):
@@ -332,6 +337,7 @@ class Settings(BaseSettings):
     broker: BrokerSettings = BrokerSettings()
     receiver: ReceiverSettings = ReceiverSettings()
     worker: WorkerSettings = WorkerSettings()
+    operations: OperationsSettings = OperationsSettings()
     simulator: SimulatorSettings = SimulatorSettings()
     log: LogSettings = LogSettings()
 

@@ -9,9 +9,12 @@ installing exactly the way the README and ``.ci/run`` do.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import json
+import os
 import re
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath
@@ -20,8 +23,10 @@ from urllib.parse import urlsplit
 
 import pytest
 from jsonschema.validators import validator_for
+from prometheus_client import CollectorRegistry
 from ruamel.yaml import YAML
 
+from bridge.operations import OperationsServer
 from bridge.settings import (
     SIMULATOR_API_SECRET,
     SIMULATOR_API_TOKEN,
@@ -29,6 +34,7 @@ from bridge.settings import (
     SIMULATOR_DASHBOARD_PASSWORD,
     SIMULATOR_DASHBOARD_USER_NAME,
     SIMULATOR_USER_ID,
+    OperationsSettings,
     ReceiverSettings,
     Settings,
     load_settings,
@@ -246,17 +252,41 @@ def test_dockerfile_runs_as_a_non_root_user() -> None:
     assert users[-1].split(":")[0] not in {"root", "0"}
 
 
-def test_dockerfile_exposes_the_receiver_port_and_checks_healthz() -> None:
-    exposed = " ".join(_final_stage("EXPOSE")).split()
+def _healthcheck_program() -> str:
     healthchecks = _final_stage("HEALTHCHECK")
-
-    assert str(ReceiverSettings().port) in exposed
     assert len(healthchecks) == 1
     _, _, command = healthchecks[0].partition("CMD ")
     program = _exec_form(command)
     assert program[:2] == ["python", "-c"]
-    compile(program[2], "HEALTHCHECK", "exec")  # the slim image has Python, not curl
-    assert "/healthz" in program[2]
+    return program[2]
+
+
+def test_dockerfile_exposes_the_receiver_port_and_checks_healthz() -> None:
+    exposed = " ".join(_final_stage("EXPOSE")).split()
+    program = _healthcheck_program()
+
+    assert str(ReceiverSettings().port) in exposed
+    assert str(OperationsSettings().port) in exposed
+    compile(program, "HEALTHCHECK", "exec")  # the slim image has Python, not curl
+    assert "/healthz" in program
+    assert "BRIDGE_OPERATIONS__PORT" in program
+    assert f"'{OperationsSettings().port}'" in program
+
+
+async def test_the_healthcheck_asks_the_operations_server() -> None:
+    # Every role serves /healthz on the operations port: the one check fits every container.
+    program = _healthcheck_program()
+    async with OperationsServer(CollectorRegistry(), {}, host="127.0.0.1", port=0) as server:
+        port = server.port
+        assert await _run_healthcheck(program, port) == 0
+    assert await _run_healthcheck(program, port) == 1  # stopped: nothing answers
+
+
+async def _run_healthcheck(program: str, port: int) -> int:
+    env = {**os.environ, "BRIDGE_OPERATIONS__PORT": str(port)}
+    process = await asyncio.create_subprocess_exec(sys.executable, "-c", program, env=env)
+    async with asyncio.timeout(10):
+        return await process.wait()
 
 
 def test_image_installs_the_way_the_readme_and_ci_do() -> None:

@@ -21,7 +21,13 @@ from bridge.events.cloudevents import EventType
 from bridge.events.tag import encode_tag
 from bridge.receiver import ReceiverServer, create_receiver_app
 from bridge.settings import Settings, SettingsError
-from tests.fixtures.receiver import AUTH_HEADERS, CREDENTIALS, EventQueues, MakeReceiver
+from tests.fixtures.receiver import (
+    AUTH_HEADERS,
+    CREDENTIALS,
+    EventQueues,
+    MakeReceiver,
+    ServeOperations,
+)
 
 OpenQueues = Callable[[Settings], Awaitable[EventQueues]]
 FORM = "application/x-www-form-urlencoded"
@@ -459,21 +465,26 @@ async def test_random_input_never_gets_a_500(
 
 
 async def test_health_readiness_and_metrics(
-    settings: Settings, make_receiver: MakeReceiver, callback_client: aiohttp.ClientSession
+    settings: Settings,
+    make_receiver: MakeReceiver,
+    serve_operations: ServeOperations,
+    callback_client: aiohttp.ClientSession,
 ) -> None:
     server = await make_receiver(settings)
+    ops = await serve_operations(server)
     await send(callback_client, server.callback_url, INBOUND_SMS)
     await send(callback_client, server.callback_url, INBOUND_SMS)
     await send(callback_client, server.callback_url, {**INBOUND_SMS, "from": "x"})
-    async with callback_client.get(server.base_url + "/healthz") as response:
-        assert response.status == 200
-    async with callback_client.get(server.base_url + "/readyz") as response:
+    for base in (server.base_url, ops.base_url):
+        async with callback_client.get(base + "/healthz") as response:
+            assert response.status == 200
+    async with callback_client.get(ops.base_url + "/readyz") as response:
         assert response.status == 200
         report = await response.json()
-    assert report["status"] == "ready"
-    assert report["broker"] == "ready"
-    assert report["spool"]["state"] == "empty"
-    async with callback_client.get(server.base_url + "/metrics") as response:
+    assert (report["status"], report["problems"]) == ("ready", [])
+    assert report["receiver"]["broker"] == "ready"
+    assert report["receiver"]["spool"]["state"] == "empty"
+    async with callback_client.get(ops.base_url + "/metrics") as response:
         text = await response.text()
     assert 'bridge_receiver_callbacks_total{outcome="published"} 1.0' in text
     assert 'bridge_receiver_callbacks_total{outcome="duplicate"} 1.0' in text
@@ -483,9 +494,27 @@ async def test_health_readiness_and_metrics(
     assert "bridge_receiver_callback_duration_seconds_count 3.0" in text
 
 
+async def test_readiness_and_metrics_are_not_served_on_the_callback_port(
+    settings: Settings,
+    make_receiver: MakeReceiver,
+    callback_client: aiohttp.ClientSession,
+) -> None:
+    # Whoever can reach the callback URL (the internet, for Catapult) learns nothing of the
+    # broker, the spool or the traffic: those are on the operations port.
+    server = await make_receiver(settings)
+    for path in ("/readyz", "/metrics"):
+        for headers in ({}, AUTH_HEADERS):
+            async with callback_client.get(server.base_url + path, headers=headers) as response:
+                assert response.status == 404, path
+                assert "bridge_receiver" not in await response.text()
+    async with callback_client.get(server.base_url + "/healthz") as response:
+        assert (response.status, await response.json()) == (200, {"status": "ok"})
+
+
 async def test_secrets_never_appear_in_answers_or_logs(
     make_settings: Callable[..., Settings],
     make_receiver: MakeReceiver,
+    serve_operations: ServeOperations,
     callback_client: aiohttp.ClientSession,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -496,8 +525,9 @@ async def test_secrets_never_appear_in_answers_or_logs(
     for url in (server.callback_url, server.callback_url + "/t0ken-Zq81"):
         async with callback_client.post(url, json=INBOUND_SMS) as response:
             texts.append(await response.text())
+    ops = await serve_operations(server)
     for path in ("/readyz", "/metrics"):
-        async with callback_client.get(server.base_url + path) as response:
+        async with callback_client.get(ops.base_url + path) as response:
             texts.append(await response.text())
     await server.stop()
     everything = "\n".join(texts) + caplog.text + repr(settings)

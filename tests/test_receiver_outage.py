@@ -18,6 +18,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from bridge.broker import Envelope, Topology, declare_topology
 from bridge.broker.topology import INBOUND_SMS
+from bridge.operations import OperationsServer
 from bridge.receiver import ReceiverServer
 from bridge.receiver.spool import REJECTED_FILE, Journal, decode_record
 from bridge.settings import Settings
@@ -27,6 +28,7 @@ from tests.fixtures.receiver import (
     BrokerProxy,
     EventQueues,
     MakeReceiver,
+    ServeOperations,
 )
 
 OpenQueues = Callable[[Settings], Awaitable[EventQueues]]
@@ -51,9 +53,10 @@ async def post(client: aiohttp.ClientSession, server: ReceiverServer, n: int) ->
         return response.status, body["status"] if response.status == 200 else body["type"]
 
 
-async def readiness(client: aiohttp.ClientSession, server: ReceiverServer) -> tuple[int, Any]:
-    async with client.get(server.base_url + "/readyz") as response:
-        return response.status, await response.json()
+async def readiness(client: aiohttp.ClientSession, ops: OperationsServer) -> tuple[int, Any]:
+    """The operations server's /readyz: its status and the receiver's report."""
+    async with client.get(ops.base_url + "/readyz") as response:
+        return response.status, (await response.json())["receiver"]
 
 
 def subjects(messages: list[Any]) -> list[str]:
@@ -87,25 +90,27 @@ async def test_broker_down_at_start_spools_then_drains_in_order(
     proxied: Callable[..., Settings],
     broker_proxy: BrokerProxy,
     make_receiver: MakeReceiver,
+    serve_operations: ServeOperations,
     callback_client: aiohttp.ClientSession,
     event_queues: OpenQueues,
 ) -> None:
     settings = proxied()
     await broker_proxy.cut()
     server = await make_receiver(settings)  # starts and serves although RabbitMQ is unreachable
-    status, report = await readiness(callback_client, server)
+    ops = await serve_operations(server)
+    status, report = await readiness(callback_client, ops)
     assert status == 503
     assert report["broker"] == "connecting"
 
     answers = [await post(callback_client, server, n) for n in range(20)]
     assert answers == [(200, "spooled")] * 20
-    _, report = await readiness(callback_client, server)
+    _, report = await readiness(callback_client, ops)
     assert report["spool"]["records"] == 20
 
     await broker_proxy.restore()
     queues = await event_queues(settings)
     assert subjects(await queues.take(queues.inbound, 20)) == expected(range(20))
-    status, report = await readiness(callback_client, server)
+    status, report = await readiness(callback_client, ops)
     assert (status, report["broker"]) == (200, "ready")
 
 
@@ -113,11 +118,13 @@ async def test_connection_cut_while_callbacks_arrive(
     proxied: Callable[..., Settings],
     broker_proxy: BrokerProxy,
     make_receiver: MakeReceiver,
+    serve_operations: ServeOperations,
     callback_client: aiohttp.ClientSession,
     event_queues: OpenQueues,
 ) -> None:
     settings = proxied()
     server = await make_receiver(settings)
+    ops = await serve_operations(server)
     queues = await event_queues(settings)
     assert [await post(callback_client, server, n) for n in range(3)] == [(200, "published")] * 3
 
@@ -131,7 +138,7 @@ async def test_connection_cut_while_callbacks_arrive(
     assert (await post(callback_client, server, 30))[0] == 200
     assert subjects(await queues.take(queues.inbound, 1)) == expected(range(30, 31))
     assert await queues.count(queues.inbound) == 0
-    async with callback_client.get(server.base_url + "/metrics") as response:
+    async with callback_client.get(ops.base_url + "/metrics") as response:
         metrics = await response.text()
     assert 'bridge_receiver_callbacks_total{outcome="spooled"} 27.0' in metrics
     assert "bridge_receiver_spool_drained_total 27.0" in metrics
@@ -195,16 +202,18 @@ async def test_without_spool_an_outage_is_answered_503(
     proxied: Callable[..., Settings],
     broker_proxy: BrokerProxy,
     make_receiver: MakeReceiver,
+    serve_operations: ServeOperations,
     callback_client: aiohttp.ClientSession,
     event_queues: OpenQueues,
 ) -> None:
     settings = proxied(spool_enabled=False)
     server = await make_receiver(settings)
+    ops = await serve_operations(server)
     assert (await post(callback_client, server, 0)) == (200, "published")
     await broker_proxy.cut()
     status, kind = await post(callback_client, server, 1)
     assert (status, kind) == (503, "urn:catapult-bridge:problem:unavailable")
-    status, report = await readiness(callback_client, server)
+    status, report = await readiness(callback_client, ops)
     assert status == 503
     assert report["spool"] == {"enabled": False}
     await broker_proxy.restore()
@@ -217,6 +226,7 @@ async def test_a_full_spool_answers_503(
     proxied: Callable[..., Settings],
     broker_proxy: BrokerProxy,
     make_receiver: MakeReceiver,
+    serve_operations: ServeOperations,
     callback_client: aiohttp.ClientSession,
     event_queues: OpenQueues,
 ) -> None:
@@ -224,13 +234,14 @@ async def test_a_full_spool_answers_503(
     settings = proxied(spool_max_bytes=20_000)
     await broker_proxy.cut()
     server = await make_receiver(settings)
+    ops = await serve_operations(server)
     answers = [await post(callback_client, server, n) for n in range(25)]
     accepted = [n for n, (status, _) in enumerate(answers) if status == 200]
     refused = [kind for status, kind in answers if status == 503]
     assert accepted == list(range(len(accepted)))
     assert 0 < len(accepted) < 25
     assert set(refused) == {"urn:catapult-bridge:problem:spool-full"}
-    status, report = await readiness(callback_client, server)
+    status, report = await readiness(callback_client, ops)
     assert status == 503
     assert report["spool"]["state"] == "nearly-full"
 

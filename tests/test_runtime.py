@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import aio_pika
+import aiohttp
 import orjson
 import pytest
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
@@ -50,7 +51,7 @@ async def running(make_settings: Any) -> AsyncIterator[Roles]:
     settings: Settings = make_settings(
         receiver={"host": "127.0.0.1", "port": 0},
         simulator={"port": 0},
-        worker={"health_port": 0},
+        operations={"port": 0},
     )
     async with AsyncExitStack() as stack:
         yield await start_roles(stack, settings, role="all")
@@ -99,6 +100,23 @@ async def test_send_command_gets_a_result_and_status_events(
     assert {e.get("correlationid") for e in seen} == {"cmd-runtime-1"}
 
 
+async def test_one_operations_server_reports_every_role(running: Roles) -> None:
+    assert running.receiver is not None
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        async with http.get(running.operations.base_url + "/readyz") as response:
+            assert response.status == 200
+            report = await response.json()
+        async with http.get(running.operations.base_url + "/metrics") as response:
+            metrics = await response.text()
+        async with http.get(running.receiver.base_url + "/metrics") as response:
+            assert response.status == 404  # the callback port serves callbacks
+    assert report["status"] == "ready"
+    assert report["receiver"]["broker"] == "ready"
+    assert report["worker"]["state"] == "running"
+    assert "bridge_receiver_broker_ready 1.0" in metrics
+    assert "bridge_worker_ready 1.0" in metrics
+
+
 def test_embedded_settings_give_the_receiver_credentials() -> None:
     settings = embedded_settings(load_settings())
     receiver = settings.receiver
@@ -136,6 +154,7 @@ async def test_bridge_run_stops_cleanly_on_sigterm(make_settings: Any) -> None:
         "BRIDGE_RECEIVER__PORT": "0",
         "BRIDGE_RECEIVER__SPOOL_DIR": str(settings.receiver.spool_dir),
         "BRIDGE_SIMULATOR__PORT": "0",
+        "BRIDGE_OPERATIONS__PORT": "0",
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,

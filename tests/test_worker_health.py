@@ -19,7 +19,7 @@ async def test_probes_follow_the_worker_and_metrics_count(make_worker_env: MakeW
         await env.worker.start()
         ready = await http.get("/readyz")
         assert ready.status == 200
-        assert (await ready.json())["state"] == "running"
+        assert (await ready.json())["worker"]["state"] == "running"
         command_id = await env.publish(send_body())
         assert command_id is not None
         await env.result(command_id)

@@ -20,7 +20,8 @@ from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry
 
 from bridge.broker import BrokerLink
-from bridge.receiver import handlers, health
+from bridge.operations import healthz
+from bridge.receiver import handlers
 from bridge.receiver.auth import CallbackAuth
 from bridge.receiver.dedup import DedupWindow
 from bridge.receiver.drainer import SpoolDrainer
@@ -105,7 +106,6 @@ def create_receiver_app(
     for path in paths:
         app.router.add_route(hdrs.METH_GET, path, handlers.handle_callback)
         app.router.add_route(hdrs.METH_POST, path, handlers.handle_callback)
-    app.router.add_get("/healthz", health.healthz)
-    app.router.add_get("/readyz", health.readyz)
-    app.router.add_get("/metrics", health.metrics)
+    # Liveness only: readiness and metrics tell an operator's secrets (operations server).
+    app.router.add_get("/healthz", healthz)
     return app

@@ -20,7 +20,10 @@ import logging
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from bridge.operations import Readiness
+from bridge.receiver import health
 from bridge.receiver.app import create_receiver_app
+from bridge.receiver.keys import DRAINER, JOURNAL, LINK, METRICS
 from bridge.settings import Settings, reachable_host
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,16 @@ class ReceiverServer:
     @property
     def base_url(self) -> str:
         return f"http://{reachable_host(self._host)}:{self.port}"
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """Where the receiver's metrics are (served by the operations server)."""
+        return self.app[METRICS].registry
+
+    def readiness(self) -> Readiness:
+        """Ready to take callbacks: broker link up, spool draining; see ``health``."""
+        app = self.app
+        return health.readiness(app[LINK], app.get(JOURNAL), app.get(DRAINER))
 
     @property
     def callback_url(self) -> str:

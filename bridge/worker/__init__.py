@@ -13,7 +13,7 @@ it again), ``executor`` (the calls to Catapult), ``dispatcher`` (the loop that s
 ``metrics``, ``worker`` (composition, ordered start and stop), ``health`` (the probes).
 """
 
-from bridge.worker.health import create_health_app
+from bridge.worker.health import create_health_app, worker_readiness
 from bridge.worker.metrics import WorkerMetrics
 from bridge.worker.worker import Worker, WorkerState
 
@@ -22,4 +22,5 @@ __all__ = [
     "WorkerMetrics",
     "WorkerState",
     "create_health_app",
+    "worker_readiness",
 ]

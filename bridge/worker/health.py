@@ -1,8 +1,8 @@
-"""The worker's probes: ``/healthz``, ``/readyz`` and ``/metrics`` as a small aiohttp app.
+"""The worker's readiness, and its probes as an app of their own.
 
-``create_health_app(worker)`` serves a worker whose life is managed by the caller (``bridge run
---role worker`` serves it on ``worker.health_host:worker.health_port``; with the receiver in the
-same process, the receiver's app serves the probes and one shared registry instead)::
+``worker_readiness(worker)`` is what the operations server's ``/readyz`` reports for the worker
+(``bridge.operations`` serves ``/healthz``, ``/readyz`` and ``/metrics`` for every role of the
+process). ``create_health_app(worker)`` is the operations app for a worker alone::
 
     /healthz   200 while the process serves requests
     /readyz    200 while the worker consumes with its broker connection up, else 503
@@ -12,41 +12,25 @@ same process, the receiver's app serves the probes and one shared registry inste
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from bridge.operations import Readiness, create_operations_app
 from bridge.worker.worker import Worker
 
-WORKER = web.AppKey("worker", Worker)
 
-routes = web.RouteTableDef()
-
-
-@routes.get("/healthz")
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
-@routes.get("/readyz")
-async def readyz(request: web.Request) -> web.Response:
-    worker = request.app[WORKER]
+def worker_readiness(worker: Worker) -> Readiness:
     ready = worker.is_ready
-    return web.json_response(
-        {"status": "ready" if ready else "not ready", "state": worker.state.value},
-        status=200 if ready else 503,
-    )
-
-
-@routes.get("/metrics")
-async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[WORKER].metrics.registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    report = {
+        "status": "ready" if ready else "not-ready",
+        "problems": [] if ready else [f"not consuming (state {worker.state.value})"],
+        "state": worker.state.value,
+    }
+    return Readiness(ready, report)
 
 
 def create_health_app(worker: Worker) -> web.Application:
-    app = web.Application()
-    app[WORKER] = worker
-    app.add_routes(routes)
-    return app
+    return create_operations_app(
+        worker.metrics.registry, {"worker": lambda: worker_readiness(worker)}
+    )
 
 
-__all__ = ["WORKER", "create_health_app"]
+__all__ = ["create_health_app", "worker_readiness"]
