@@ -2,7 +2,14 @@
 
 Modules log through ``logging.getLogger(__name__)`` with ``%``-style arguments and pass ids in
 ``extra`` (``message_id``, ``command_id``, ``event_id``...); the JSON formatter emits those as
-fields. Secrets never reach a log call in the first place; this module does not try to scrub them.
+fields, the plain one appends them as ``key=value`` (quoted when they hold spaces). Extras that are
+None are left out of both. Secrets never reach a log call in the first place; this module does not
+try to scrub them.
+
+Two loggers carry one line per message at INFO, so that a person sees the traffic flow:
+``bridge.receiver.callbacks`` (each callback stored) and ``bridge.worker.results`` (each command
+finished). ``log.per_message = false`` raises both to WARNING: the lines about dead letters (a
+warning each) stay, the rest go, and the hot paths skip them after one ``isEnabledFor``.
 """
 
 from __future__ import annotations
@@ -16,12 +23,24 @@ import orjson
 
 from bridge.settings import LogSettings
 
+# One INFO line per callback stored / per command finished (``log.per_message``).
+CALLBACKS_LOGGER = "bridge.receiver.callbacks"
+RESULTS_LOGGER = "bridge.worker.results"
+PER_MESSAGE_LOGGERS = (CALLBACKS_LOGGER, RESULTS_LOGGER)
+
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in vars(record).items() if k not in _STANDARD}
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD and v is not None}
+
+
+def _plain_value(value: Any) -> str:
+    text = str(value)
+    if not text or any(c.isspace() or c in "\"'=" for c in text):
+        return orjson.dumps(text).decode()  # quoted, with escapes: one field stays one field
+    return text
 
 
 class JsonFormatter(logging.Formatter):
@@ -46,16 +65,24 @@ class PlainFormatter(logging.Formatter):
         text = super().format(record)
         extras = _extras(record)
         if extras:
-            text += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+            text += " " + " ".join(f"{k}={_plain_value(v)}" for k, v in extras.items())
         return text
+
+
+def apply_levels(settings: LogSettings) -> None:
+    """Set the levels ``settings`` asks for (without touching handlers)."""
+    root = logging.getLogger()
+    root.setLevel(settings.level)
+    # aiormq and aio_pika log every reconnect attempt at WARNING with tracebacks; ours say enough.
+    for noisy in ("aiormq", "aio_pika"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    per_message = logging.NOTSET if settings.per_message else logging.WARNING
+    for name in PER_MESSAGE_LOGGERS:
+        logging.getLogger(name).setLevel(per_message)
 
 
 def configure_logging(settings: LogSettings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.format == "json" else PlainFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(settings.level)
-    # aiormq and aio_pika log every reconnect attempt at WARNING with tracebacks; ours say enough.
-    for noisy in ("aiormq", "aio_pika"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    logging.getLogger().handlers[:] = [handler]
+    apply_levels(settings)

@@ -321,6 +321,8 @@ class SimulatorSettings(_Section):
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["plain", "json"] = "plain"
+    # One INFO line per callback stored and per command finished; dead letters always warn.
+    per_message: bool = True
 
 
 class Settings(BaseSettings):

@@ -21,6 +21,7 @@ from aiohttp import hdrs, web
 
 from bridge.events.callbacks import FieldProblem, InvalidCallback, fields_from_pairs, parse_callback
 from bridge.events.receiver_events import build_event
+from bridge.logs import CALLBACKS_LOGGER
 from bridge.receiver.errors import (
     BadCallback,
     PayloadTooLarge,
@@ -31,6 +32,8 @@ from bridge.receiver.errors import (
 from bridge.receiver.keys import AUTH, METRICS, PUBLISHER, SETTINGS
 
 log = logging.getLogger(__name__)
+# One INFO line per callback stored (``log.per_message`` switches it off).
+stored_log = logging.getLogger(CALLBACKS_LOGGER)
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -92,13 +95,16 @@ async def handle_callback(request: web.Request) -> web.Response:
         event = build_event(callback, fields, source=settings.source, received_at=datetime.now(UTC))
         disposition = await app[PUBLISHER].deliver(event)
         outcome = disposition.value
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "callback %s %s: %s",
-                event.event.type,
-                event.id,
-                outcome,
-                extra={"event_id": event.id, "message_id": callback.message_id},
+        if stored_log.isEnabledFor(logging.INFO):  # the one check: nothing is built when off
+            stored_log.info(
+                "callback stored",
+                extra={
+                    "outcome": outcome,
+                    "routing_key": event.routing_key,
+                    "event_id": event.id,
+                    "message_id": callback.message_id,
+                    "command_id": event.event.correlationid,
+                },
             )
         return web.Response(
             body=orjson.dumps({"status": outcome, "id": event.id}),

@@ -20,7 +20,9 @@ from datetime import UTC, datetime
 from bridge.broker import Inbound, Topology
 from bridge.catapult import MAX_BATCH
 from bridge.events.commands import CommandKind
+from bridge.logs import RESULTS_LOGGER
 from bridge.settings import WorkerSettings
+from bridge.worker import deliveries as h
 from bridge.worker.consumer import CommandConsumer, OnMessage
 from bridge.worker.decisions import Done, Outcome, PauseScope, Throttle
 from bridge.worker.deliveries import Delivery, Rejected, read_delivery
@@ -32,6 +34,8 @@ from bridge.worker.scheduler import ImportScheduler, Park, SendScheduler
 from bridge.worker.settlement import GIVE_BACK, Disposition, Finish, Planner, Republish
 
 log = logging.getLogger(__name__)
+# One line per command finished: INFO, or WARNING for a dead letter (``log.per_message``).
+results_log = logging.getLogger(RESULTS_LOGGER)
 
 
 class CommandFlow:
@@ -146,20 +150,13 @@ class CommandFlow:
                 self.send_dispatcher.wake()
 
     async def _reject(self, rejected: Rejected) -> None:
-        log.warning(
-            "dead-lettering an invalid command %s from %s: %s (%s)",
-            rejected.command_id,
-            rejected.queue,
-            rejected.poison.reason,
-            rejected.poison.detail,
-            extra={"command_id": rejected.command_id, "message_id": rejected.message.message_id},
-        )
         finish = self._planner.for_rejected(rejected, now=_now())
         if await self._consumer.settle(
             rejected.message, finish, command_id=rejected.command_id
         ):  # fmt: skip
             self._metrics.results.labels(rejected.kind.value, "failed").inc()
             self._metrics.dead_letters.labels("invalid-command").inc()
+            self._log_finish(rejected.command_id, rejected.queue, finish, attempts=0)
 
     # -- calls -----------------------------------------------------------------------------------
 
@@ -261,14 +258,45 @@ class CommandFlow:
             if disposition.dead_letter is not None:
                 reason = str(disposition.dead_letter.headers.get("x-bridge-reason", ""))
                 self._metrics.dead_letters.labels(reason).inc()
-            log.debug(
-                "command %s %s",
-                delivery.command_id,
-                disposition.outcome,
-                extra={"command_id": delivery.command_id},
+            self._log_finish(
+                delivery.command_id, delivery.queue, disposition, attempts=delivery.attempts
             )
         elif isinstance(disposition, Republish):
             self._metrics.republished.labels(kind, disposition.why).inc()
+
+    def _log_finish(self, command_id: str, queue: str, finish: Finish, *, attempts: int) -> None:
+        """The command's one line: INFO when it finished, WARNING when it was dead-lettered."""
+        dead = finish.dead_letter
+        if dead is None:
+            if not results_log.isEnabledFor(logging.INFO):
+                return
+            results_log.info(
+                "command finished",
+                extra={
+                    "outcome": finish.outcome,
+                    "routing_key": finish.result.routing_key,
+                    "command_id": command_id,
+                    "resource_id": finish.resource_id,
+                    "attempts": attempts,
+                },
+            )
+            return
+        headers = dead.headers
+        results_log.warning(
+            "command dead-lettered",
+            extra={
+                "reason": headers.get(h.REASON),
+                "detail": headers.get(h.DETAIL),
+                "error_status": headers.get(h.ERROR_STATUS),
+                "error_code": headers.get(h.ERROR_CODE),
+                "error_message": headers.get(h.ERROR_MESSAGE),
+                "outcome": finish.outcome,
+                "routing_key": finish.result.routing_key,
+                "command_id": command_id,
+                "attempts": attempts,
+                "dead_letter_queue": self._topology.dead_letter_queue(queue),
+            },
+        )
 
     def _update_gauges(self) -> None:
         # Set when work is taken or given back (not per delivery: cheap enough, current enough).

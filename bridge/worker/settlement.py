@@ -43,6 +43,7 @@ class Finish:
     reply_to: str | None
     dead_letter: Envelope | None
     outcome: str  # succeeded | failed | already-imported, for logs and metrics
+    resource_id: str | None = None  # the message or number id Catapult gave, for the log line
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +158,8 @@ class Planner:
             now=now,
         )
         dead = self._dead_letter(delivery, outcome, now=now) if isinstance(outcome, Fail) else None
-        return Finish(result, delivery.message.reply_to, dead, word)
+        resource_id = outcome.resource_id if isinstance(outcome, Done) else None
+        return Finish(result, delivery.message.reply_to, dead, word, resource_id)
 
     def _result(
         self,
