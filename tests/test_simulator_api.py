@@ -14,6 +14,8 @@ from tests.fixtures.simulator import Answer, SimulatorApi
 
 ID = re.compile(r"^(?P<prefix>[a-z]+)-[a-z2-7]{23}$")
 SENDER = "+19195550100"
+# What Catapult answers (400 validation-error) for a recipient that is no phone number.
+INVALID = "Invalid phone number"
 DASHBOARD_LOGIN = {
     "accountId": "9900000",
     "userName": "dashboard-user",
@@ -227,13 +229,11 @@ async def test_get_unknown_message_is_404_with_the_real_body(sim_api: SimulatorA
             "callback-invalid-url",
             "The URL ftp://x is not a valid callbackUrl/fallbackUrl",
         ),
-        (
-            {"from": SENDER, "to": "+19195551234\n", "text": "x"},
-            400,
-            "validation-error",
-            "The 'message' resource property 'to' must be a valid phone number, "
-            "not '+19195551234\\n'",
-        ),
+        ({"from": SENDER, "to": "+19195551234\n", "text": "x"}, 400, "validation-error", INVALID),
+        ({"from": SENDER, "to": "5555", "text": "x"}, 400, "validation-error", INVALID),
+        ({"from": SENDER, "to": "+1919555123", "text": "x"}, 400, "validation-error", INVALID),
+        ({"from": SENDER, "to": "+0123456789", "text": "x"}, 400, "validation-error", INVALID),
+        ({"from": SENDER, "to": "hello", "text": "x"}, 400, "validation-error", INVALID),
         (
             {"from": SENDER, "to": "+19195551234", "text": "x", "callbackUrl": "http://a..b/"},
             400,
@@ -339,6 +339,32 @@ async def test_batch_is_202_with_per_item_results_in_request_order(
         assert ID.match(location.rsplit("/", 1)[1])
     texts = [m.text for m in sim_api.simulator.state.messages.values()]
     assert texts == ["one", "five"]
+
+
+async def test_batch_refuses_each_recipient_that_is_no_phone_number(
+    sim_api: SimulatorApi, sender: str
+) -> None:
+    answer = await sim_api.call(
+        "POST",
+        "/messages",
+        json=[
+            {"from": sender, "to": "5555", "text": "one"},
+            {"from": sender, "to": "+19195551234", "text": "two"},
+            {"from": sender, "to": "+1555", "text": "three"},
+            {"from": sender, "to": "12345", "text": "four"},  # a short code
+        ],
+    )
+    assert answer.status == 202
+    results = answer.json()
+    assert [r["result"] for r in results] == ["error", "accepted", "error", "accepted"]
+    for index, to in ((0, "5555"), (2, "+1555")):
+        assert results[index]["error"] == {
+            "category": "bad-request",
+            "code": "validation-error",
+            "message": INVALID,
+            "details": [{"name": "to", "value": to}],
+        }
+    assert [m.text for m in sim_api.simulator.state.messages.values()] == ["two", "four"]
 
 
 async def test_batch_over_50_is_403_multi_message_limit(sim_api: SimulatorApi, sender: str) -> None:

@@ -47,6 +47,12 @@ def test_ids_have_the_platforms_shape() -> None:
         ({"from": "+1", "to": "+19195551234", "text": "x"}, None),
         ({"from": "+1", "to": "12345", "text": "x"}, None),  # short code
         ({"from": "+1", "to": "919555", "text": "x"}, None),
+        ({"from": "+1", "to": "+442071838750", "text": "x"}, None),
+        ({"from": "+1", "to": "5555", "text": "x"}, "validation-error"),
+        ({"from": "+1", "to": "1234567", "text": "x"}, "validation-error"),
+        ({"from": "+1", "to": "+1919555123", "text": "x"}, "validation-error"),
+        ({"from": "+1", "to": "+191955512345", "text": "x"}, "validation-error"),
+        ({"from": "+1", "to": "+1555", "text": "x"}, "validation-error"),
         ({"from": "+1", "to": "+0123", "text": "x"}, "validation-error"),
         ({"from": "", "to": "+19195551234", "text": "x"}, "blank-property"),
         ({"to": "+19195551234", "text": "x"}, "missing-property"),

@@ -24,7 +24,19 @@ MAX_CALLBACK_TIMEOUT_MS = 10_000
 RECEIPTS = ("none", "all", "error")
 METHODS = ("GET", "POST")
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
-SHORT_CODE = re.compile(r"^[0-9]{3,8}$")
+# North American numbers (+1) have ten digits after the country code; US and Canadian short
+# codes have five or six digits.
+NANP = re.compile(r"^\+1[0-9]{10}$")
+SHORT_CODE = re.compile(r"^[0-9]{5,6}$")
+
+
+def is_phone_number(value: str) -> bool:
+    """A recipient Catapult v1 can send to: an E.164 number (a +1 one in full) or a short code."""
+    if SHORT_CODE.fullmatch(value):
+        return True
+    if not E164.fullmatch(value):
+        return False
+    return not value.startswith("+1") or NANP.fullmatch(value) is not None
 
 
 def is_http_url(value: str) -> bool:
@@ -139,10 +151,8 @@ def parse_message(raw: object) -> MessageRequest:
         raise errors.blank_property("message", "text")
     if len(text) > MAX_TEXT:
         raise errors.text_too_long()
-    if not (E164.fullmatch(to) or SHORT_CODE.fullmatch(to)):
-        raise errors.validation_error(
-            f"The 'message' resource property 'to' must be a valid phone number, not {to!r}"
-        )
+    if not is_phone_number(to):
+        raise errors.validation_error("Invalid phone number", ("to", to))
     receipt = _string("message", body, "receiptRequested") or "none"
     if receipt not in RECEIPTS:
         raise errors.not_one_of("message", "receiptRequested", RECEIPTS)
