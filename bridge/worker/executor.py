@@ -238,6 +238,9 @@ class Executor:
         self._metrics.call_seconds.labels(operation.value).observe(time.monotonic() - started)
 
     def _classify(self, delivery: Delivery, error: CatapultError, operation: Operation) -> Outcome:
+        status = "none" if error.status is None else str(error.status)
+        code = error.code or type(error).__name__
+        self._metrics.errors.labels(operation.value, status, code).inc()
         outcome = classify(
             error,
             operation=operation,

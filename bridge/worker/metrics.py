@@ -44,6 +44,13 @@ class WorkerMetrics:
             ["operation", "result"],
             registry=r,
         )
+        self.errors = Counter(
+            "bridge_worker_catapult_errors",
+            "Error answers commands met from Catapult, by operation, HTTP status and Catapult's "
+            "code ('none' when no answer was read; the client's error class when no code came).",
+            ["operation", "status", "code"],
+            registry=r,
+        )
         self.call_seconds = Histogram(
             "bridge_worker_catapult_call_seconds",
             "Duration of requests to Catapult.",
