@@ -2,8 +2,9 @@
 
 The schemas are generated from the pydantic models (each part exposes ``SCHEMA_MODELS``: file stem
 -> model) and kept in ``schemas/`` so that consumers in other languages can validate against them
-without running Python. ``bridge schemas`` rewrites them; ``bridge schemas --check`` (run by the
-tests) fails when a model changed and the files did not.
+without running Python. ``bridge schemas`` rewrites them, with the AsyncAPI document that
+refers to them (``bridge.asyncapi``, ``schemas/asyncapi.json``); ``bridge schemas --check`` (run
+by the tests) fails when a model changed and the files did not.
 """
 
 from __future__ import annotations
@@ -45,12 +46,21 @@ def render(model: type[BaseModel], mode: Mode) -> str:
     return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+def rendered_files() -> dict[str, str]:
+    """File name -> content of everything ``schemas/`` keeps."""
+    from bridge import asyncapi
+
+    files = {f"{stem}.json": render(model, mode) for stem, (model, mode) in schema_models().items()}
+    files[asyncapi.FILE_NAME] = asyncapi.render()
+    return dict(sorted(files.items()))
+
+
 def write_schemas(directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for stem, (model, mode) in sorted(schema_models().items()):
-        path = directory / f"{stem}.json"
-        path.write_text(render(model, mode), encoding="utf-8")
+    for name, text in rendered_files().items():
+        path = directory / name
+        path.write_text(text, encoding="utf-8")
         written.append(path)
     return written
 
@@ -58,8 +68,8 @@ def write_schemas(directory: Path) -> list[Path]:
 def check_schemas(directory: Path) -> list[str]:
     """File names in ``directory`` that are missing or differ from the models."""
     stale = []
-    for stem, (model, mode) in sorted(schema_models().items()):
-        path = directory / f"{stem}.json"
-        if not path.is_file() or path.read_text(encoding="utf-8") != render(model, mode):
-            stale.append(path.name)
+    for name, text in rendered_files().items():
+        path = directory / name
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            stale.append(name)
     return stale
