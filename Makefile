@@ -1,7 +1,7 @@
 # One entry point for people and CI: `make check` is what .ci/run runs.
 UV ?= uv
 
-.PHONY: check lint types test fmt schemas
+.PHONY: check lint types test fmt schemas docs
 
 check: lint types test
 
@@ -21,3 +21,6 @@ fmt:
 
 schemas:
 	$(UV) run --frozen bridge schemas
+
+docs:
+	$(UV) run --frozen python -m bridge.settings_reference
