@@ -240,6 +240,53 @@ def test_invalid_callbacks_name_the_field(fields: dict[str, Any], field: str, fa
     assert fault in caught.value.problems[0].problem
 
 
+def nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "fault"),
+    [
+        # What the event cannot carry verbatim in data.raw: it must be refused, never published.
+        (with_(B1_INBOUND_SMS, extra=nested(32)), "extra", "nested deeper than 32"),
+        (with_(B1_INBOUND_SMS, extra=nested(3000)), "extra", "nested deeper than 32"),
+        (with_(B3_INBOUND_MMS, media=nested(500)), "media", "nested deeper than 32"),
+        (with_(B1_INBOUND_SMS, text="a\ud800b"), "text", "lone surrogate"),
+        (with_(B1_INBOUND_SMS, extra=["ok", {"k": "\udfff"}]), "extra", "lone surrogate"),
+        (with_(B1_INBOUND_SMS, extra={"\ud800": 1}), "extra", "name that is not Unicode"),
+        (with_(B1_INBOUND_SMS, extra={1: 1}), "extra", "name that is not Unicode"),
+        (with_(B1_INBOUND_SMS, extra=2**64), "extra", "beyond 64 bits"),
+        (with_(B1_INBOUND_SMS, extra=-(2**63) - 1), "extra", "beyond 64 bits"),
+        (with_(B1_INBOUND_SMS, segmentCount=10**30), "segmentCount", "beyond 64 bits"),
+        (with_(B1_INBOUND_SMS, extra=b"bytes"), "extra", "not a JSON value"),
+        (with_(B1_INBOUND_SMS, extra=("a", "b")), "extra", "not a JSON value"),
+        ({**B1_INBOUND_SMS, "\ud800": "x"}, "(body)", "field name"),
+    ],
+)
+def test_a_callback_the_event_cannot_carry_is_invalid(
+    fields: dict[str, Any], field: str, fault: str
+) -> None:
+    with pytest.raises(InvalidCallback) as caught:
+        parse_callback(fields)
+    assert [p.field for p in caught.value.problems] == [field]
+    assert fault in caught.value.problems[0].problem
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [nested(31), 2**64 - 1, -(2**63), 1.5, float("inf"), True, None, "émoji 🐀", {"ü": ["ß"]}],
+)
+def test_what_the_event_can_carry_is_accepted_and_published_as_it_came(extra: Any) -> None:
+    fields = with_(B1_INBOUND_SMS, extra=extra)
+    callback = parse_callback(fields)
+    event = build_event(callback, fields, source="test", received_at=RECEIVED_AT)
+    body = orjson.loads(event.to_envelope().body)
+    assert body["data"]["raw"]["extra"] == orjson.loads(orjson.dumps(extra))
+
+
 @pytest.mark.parametrize("body", [[B1_INBOUND_SMS], "sms", 3, None])
 def test_a_callback_is_one_object(body: Any) -> None:
     with pytest.raises(InvalidCallback) as caught:

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 import aiohttp
 import orjson
 import pytest
+import yarl
 
 from bridge.events.cloudevents import EventType
 from bridge.events.tag import encode_tag
@@ -355,6 +356,192 @@ async def test_malformed_callbacks_are_400_naming_the_field_and_publish_nothing(
     await send(callback_client, server.callback_url, {**INBOUND_SMS, "messageId": "m-valid"})
     (message,) = await queues.take(queues.inbound)
     assert orjson.loads(message.body)["subject"] == "m-valid"
+
+
+def nested(depth: int, leaf: Any = 1) -> Any:
+    """``leaf`` inside ``depth`` levels of lists and objects."""
+    value = leaf
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+def deep_json(depth: int) -> bytes:
+    """A list nested ``depth`` levels deep, written out (orjson.dumps stops at 254 levels)."""
+    return b"[" * depth + b"1" + b"]" * depth
+
+
+# Input that once gave a 500, and others of the kind. Each must get a 4xx naming the fault.
+HOSTILE: list[tuple[str, str, bytes, int, str, str]] = [
+    # how, content type, body or query, status, the field named, words of the problem
+    (
+        "json",
+        "application/json",
+        orjson.dumps(INBOUND_SMS)[:-1] + b',"x":' + deep_json(300) + b"}",
+        400,
+        "x",
+        "nested",
+    ),
+    (
+        "json",
+        "application/json",
+        orjson.dumps(INBOUND_SMS)[:-1] + b',"x":' + deep_json(1000) + b"}",
+        400,
+        "x",
+        "nested",
+    ),
+    (
+        "json",
+        "application/json",
+        orjson.dumps({**INBOUND_MMS, "media": nested(200, "https://x.test/a.gif")}),
+        400,
+        "media",
+        "nested",
+    ),
+    (
+        "json",
+        "application/json",
+        orjson.dumps(INBOUND_MMS)[:-1] + b',"media":' + deep_json(900) + b"}",
+        400,
+        "media",
+        "nested",
+    ),
+    ("json", "application/json", deep_json(1020), 400, "(body)", "one JSON object"),
+    (
+        "json",
+        "application/json",
+        orjson.dumps({**INBOUND_SMS, "x": nested(31)}),
+        200,
+        "",
+        "",
+    ),
+    (
+        "json",
+        "application/json",
+        orjson.dumps({**INBOUND_SMS, "x": nested(32)}),
+        400,
+        "x",
+        "nested deeper than 32",
+    ),
+    ("json", "application/gzip+json", b"\x1f\x8b" + b"\x00" * 20, 400, "(body)", "JSON"),
+    (
+        "form",
+        FORM + "; charset=utf-7",
+        urlencode({**INBOUND_SMS, "text": "x"}).encode().replace(b"text=x", b"text=+2AA-"),
+        400,
+        "(body)",
+        "utf-7",
+    ),
+    ("form", FORM + "; charset=punycode", b"a-9", 400, "(body)", "punycode"),
+    ("json", "application/json", deep_json(2000), 400, "(body)", "JSON"),
+    (
+        "form",
+        FORM + "; charset=unicode_escape",
+        urlencode({**INBOUND_SMS, "text": "x"}).encode().replace(b"text=x", b"text=\\ud800"),
+        400,
+        "(body)",
+        "unicode_escape",
+    ),
+    (
+        "form",
+        FORM + "; charset=raw_unicode_escape",
+        urlencode({**INBOUND_SMS, "text": "x"}).encode().replace(b"text=x", b"text=\\udfff"),
+        400,
+        "(body)",
+        "raw_unicode_escape",
+    ),
+    ("form", FORM + "; charset=rot13", urlencode(INBOUND_SMS).encode(), 400, "(body)", "rot13"),
+    ("form", FORM + "; charset=hex", b"6672", 400, "(body)", "hex"),
+    ("json", "application/json", b'{"segmentCount": NaN}', 400, "(body)", "JSON"),
+    ("json", "application/json", b'{"segmentCount": Infinity}', 400, "(body)", "JSON"),
+    ("json", "application/json", b'{"segmentCount": 1e400}', 400, "(body)", "JSON"),
+    (
+        "json",
+        "application/json",
+        orjson.dumps(INBOUND_SMS)[:-1] + b',"segmentCount":' + b"9" * 30 + b"}",
+        400,
+        "segmentCount",
+        "integer",
+    ),
+    (
+        "json",
+        "application/json",
+        orjson.dumps(INBOUND_SMS)[:-1] + b',"to":"+1","to":13865245000}',
+        400,
+        "to",
+        "string",
+    ),
+    (
+        "get",
+        "",
+        urlencode({**INBOUND_SMS, "text": "x"}).encode() + b"&text=%ED%A0%80",
+        400,
+        "text",
+        "once",
+    ),
+    (
+        "get",
+        "",
+        urlencode({**INBOUND_SMS, "text": "x"}).encode().replace(b"text=x", b"text=%ED%A0%80%FF"),
+        200,
+        "",
+        "",
+    ),
+]
+
+
+@pytest.mark.parametrize(("how", "content_type", "payload", "status", "field", "words"), HOSTILE)
+async def test_hostile_input_gets_a_4xx_naming_the_fault_never_a_500(
+    how: str,
+    content_type: str,
+    payload: bytes,
+    status: int,
+    field: str,
+    words: str,
+    settings: Settings,
+    make_receiver: MakeReceiver,
+    callback_client: aiohttp.ClientSession,
+) -> None:
+    server = await make_receiver(settings)
+    if how == "get":
+        request = callback_client.get(
+            yarl.URL(server.callback_url + "?" + payload.decode(), encoded=True),
+            headers=AUTH_HEADERS,
+        )
+    else:
+        request = callback_client.post(
+            server.callback_url,
+            data=payload,
+            headers={**AUTH_HEADERS, "Content-Type": content_type},
+        )
+    async with request as response:
+        body = await response.read()
+        assert response.status == status, body[:500]
+    answer = orjson.loads(body)
+    if status == 200:
+        return
+    assert answer["status"] == status
+    problems = {error["field"]: error["problem"] for error in answer["errors"]}
+    assert field in problems, answer
+    assert words in problems[field], answer
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_body_that_does_not_decompress_is_400(
+    encoding: str,
+    settings: Settings,
+    make_receiver: MakeReceiver,
+    callback_client: aiohttp.ClientSession,
+) -> None:
+    server = await make_receiver(settings)
+    headers = {**AUTH_HEADERS, "Content-Type": "application/json", "Content-Encoding": encoding}
+    async with callback_client.post(
+        server.callback_url, data=b"not compressed", headers=headers
+    ) as response:
+        assert response.status == 400
+        problem = orjson.loads(await response.read())
+    assert problem["errors"][0]["field"] == "(body)"
+    assert "cannot be read" in problem["errors"][0]["problem"]
 
 
 async def test_a_tag_with_an_id_too_long_for_amqp_is_kept_as_the_users_tag(

@@ -9,14 +9,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from pydantic import SecretStr
 
 from bridge.broker import Envelope
+from bridge.events.callbacks import FieldProblem
 from bridge.receiver.auth import CallbackAuth
 from bridge.receiver.dedup import DedupWindow
-from bridge.receiver.errors import SpoolFull, Unauthorized
+from bridge.receiver.errors import BadCallback, SpoolFull, Unauthorized
 from bridge.receiver.health import assess
+from bridge.receiver.problems import problem_response
 from bridge.receiver.spool import Journal, Position, decode_record, encode_record
 from bridge.settings import ReceiverSettings, SettingsError
 
@@ -346,3 +349,17 @@ def test_readiness(state: dict[str, Any], expected_ready: bool, problems: list[s
     result = assess(**state)
     assert result.is_ready is expected_ready
     assert result.report["problems"] == problems
+
+
+def test_a_problem_renders_whatever_it_echoes() -> None:
+    # The last line of defence: a refusal that echoes text which is not Unicode (a lone
+    # surrogate) or a value of no JSON type still becomes a problem document, never a 500.
+    error = BadCallback(
+        [FieldProblem("te\ud800xt", "is odd", "a\udfffb"), FieldProblem("x", "too", object())]
+    )
+    response = problem_response(error)
+    assert response.status == 400
+    assert isinstance(response.body, bytes)
+    body = orjson.loads(response.body)
+    assert [e["field"] for e in body["errors"]] == ["te\\ud800xt", "x"]
+    assert body["errors"][0]["value"] == "a\\udfffb"

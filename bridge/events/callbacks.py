@@ -7,7 +7,9 @@ holds, and ``parse_callback`` validates that object into a frozen ``MessageCallb
 values normalised: E.164 numbers (short codes kept as digits), a tuple of media URLs from any of
 the encodings the reference shows, an integer delivery code from a string or a number, an aware
 time. Unknown fields are kept and never make a callback invalid. Anything wrong raises
-``InvalidCallback`` naming each field and what is wrong with its value.
+``InvalidCallback`` naming each field and what is wrong with its value, and so does anything the
+event could not carry verbatim (``check_publishable``: more than ``MAX_DEPTH`` levels, a lone
+surrogate, an integer beyond 64 bits), so an accepted callback can always be published.
 
 Pure code; no I/O here.
 """
@@ -62,6 +64,11 @@ _DIGITS = re.compile(r"[0-9]+")
 # follows, so a comma inside a URL's path or query never splits it.
 _MEDIA_SPLIT = re.compile(r"\s*,\s*(?=[\"']?[A-Za-z][A-Za-z0-9+.\-]*://)")
 _MAX_SHOWN = 80
+# Levels of objects and lists a callback may nest, itself the first. Catapult's are flat (media is
+# the second level); the event wraps the callback in three more, and orjson writes 254 at most.
+MAX_DEPTH = 32
+# What orjson writes as a JSON integer.
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,8 +261,79 @@ def _field_name(loc: tuple[int | str, ...]) -> str:
     return name + "".join(f"[{part}]" for part in loc[1:] if isinstance(part, int))
 
 
+def is_text(value: str) -> bool:
+    """True unless ``value`` holds a lone surrogate (no UTF-8 can carry it: not Unicode text)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _fault(value: Any) -> str | None:
+    """What keeps one top-level field's value from being written as JSON, or None.
+
+    Iterative, so that no depth of input can exhaust the stack; it stops at the first fault.
+    """
+    stack: list[tuple[Any, int]] = [(value, 2)]
+    while stack:
+        item, level = stack.pop()
+        kind = type(item)
+        if kind is str:
+            if not is_text(item):
+                return "holds a lone surrogate, which is not Unicode text"
+        elif kind is dict or kind is list:
+            if level > MAX_DEPTH:
+                return f"is nested deeper than {MAX_DEPTH} levels (objects and lists)"
+            if kind is dict:
+                for key in item:
+                    if type(key) is not str or not is_text(key):
+                        return "holds a name that is not Unicode text"
+                children = item.values()
+            else:
+                children = item
+            stack.extend((child, level + 1) for child in children)
+        elif kind is int:
+            if not _INT_MIN <= item <= _INT_MAX:
+                return "holds an integer beyond 64 bits"
+        elif not (kind is float or kind is bool or item is None):
+            return f"holds a {kind.__name__}, which is not a JSON value"
+    return None
+
+
+def check_publishable(fields: dict[Any, Any]) -> None:
+    """Raise ``InvalidCallback`` unless the callback can be written into its event as it came.
+
+    The event carries the callback verbatim (``data.raw``), so every accepted callback must be
+    JSON that orjson writes: text without lone surrogates, at most ``MAX_DEPTH`` levels,
+    integers within 64 bits. Most fields are short ASCII strings: they cost one ``isascii``.
+    """
+    problems: list[FieldProblem] = []
+    for name, value in fields.items():
+        kind = type(value)
+        if type(name) is str and name.isascii():
+            if kind is str:
+                if value.isascii():
+                    continue
+            elif kind is int and _INT_MIN <= value <= _INT_MAX:
+                continue
+        elif type(name) is not str or not is_text(name):
+            problems.append(FieldProblem("(body)", "holds a field name that is not Unicode text"))
+            continue
+        fault = _fault(value)
+        if fault is not None:
+            problems.append(FieldProblem(name, fault))
+    if problems:
+        raise InvalidCallback(problems)
+
+
 def parse_callback(fields: Any) -> MessageCallback:
-    """Validate one callback object; raise ``InvalidCallback`` naming every bad field."""
+    """Validate one callback object; raise ``InvalidCallback`` naming every bad field.
+
+    An accepted callback can always be published: see ``check_publishable``.
+    """
     if not isinstance(fields, dict):
         raise InvalidCallback(
             [
@@ -266,6 +344,7 @@ def parse_callback(fields: Any) -> MessageCallback:
                 )
             ]
         )
+    check_publishable(fields)
     try:
         callback = MessageCallback.model_validate(fields)
     except ValidationError as exc:

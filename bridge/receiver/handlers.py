@@ -10,6 +10,7 @@ refused callback.
 
 from __future__ import annotations
 
+import codecs
 import logging
 import time
 from datetime import UTC, datetime
@@ -19,7 +20,14 @@ from urllib.parse import parse_qsl
 import orjson
 from aiohttp import hdrs, web
 
-from bridge.events.callbacks import FieldProblem, InvalidCallback, fields_from_pairs, parse_callback
+from bridge.events.callbacks import (
+    FieldProblem,
+    InvalidCallback,
+    fields_from_pairs,
+    is_text,
+    parse_callback,
+    shown,
+)
 from bridge.events.receiver_events import build_event
 from bridge.logs import CALLBACKS_LOGGER
 from bridge.receiver.errors import (
@@ -36,12 +44,42 @@ log = logging.getLogger(__name__)
 stored_log = logging.getLogger(CALLBACKS_LOGGER)
 
 FORM = "application/x-www-form-urlencoded"
+_ESCAPE_CODECS = frozenset({"unicode-escape", "raw-unicode-escape"})
 
 
 def _is_json(content_type: str) -> bool:
     return content_type == "application/json" or (
         content_type.startswith("application/") and content_type.endswith("+json")
     )
+
+
+async def _read_body(request: web.Request) -> bytes:
+    try:
+        return await request.read()
+    except web.RequestPayloadError as exc:
+        # A body that ends before its length, a broken chunk, gzip that does not decompress.
+        raise BadCallback(
+            [FieldProblem("(body)", f"cannot be read: {exc.__cause__ or exc}")]
+        ) from exc
+
+
+def _decode(body: bytes, charset: str) -> str:
+    """A form body as text; ``BadCallback`` unless ``charset`` made Unicode text of it."""
+    if charset == "utf-8":
+        try:
+            return body.decode()  # strict UTF-8 never yields a lone surrogate
+        except UnicodeDecodeError:
+            pass
+    else:
+        try:
+            # The escape codecs read backslashes, not a charset; they can make lone surrogates.
+            if codecs.lookup(charset).name not in _ESCAPE_CODECS:
+                text = body.decode(charset)
+                if is_text(text):
+                    return text
+        except (UnicodeError, LookupError):  # punycode and idna raise a bare UnicodeError
+            pass
+    raise BadCallback([FieldProblem("(body)", f"is not text in charset {shown(charset)}")])
 
 
 async def _read_fields(request: web.Request, max_bytes: int) -> Any:
@@ -58,20 +96,15 @@ async def _read_fields(request: web.Request, max_bytes: int) -> Any:
         raise PayloadTooLarge(f"the body of {length} bytes is over the limit of {max_bytes} bytes")
     content_type = request.content_type
     if _is_json(content_type):
-        body = await request.read()
+        body = await _read_body(request)
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise BadCallback([FieldProblem("(body)", f"is not valid JSON: {exc}")]) from exc
     if content_type == FORM:
-        body = await request.read()
+        text = _decode(await _read_body(request), request.charset or "utf-8")
         try:
-            text = body.decode(request.charset or "utf-8")
             return fields_from_pairs(parse_qsl(text, keep_blank_values=True))
-        except (UnicodeDecodeError, LookupError) as exc:
-            raise BadCallback(
-                [FieldProblem("(body)", f"is not text in charset {request.charset or 'utf-8'}")]
-            ) from exc
         except InvalidCallback as exc:
             raise BadCallback(exc.problems) from exc
     raise UnsupportedMediaType(

@@ -46,10 +46,29 @@ def problem_body(error: ReceiverError) -> dict[str, Any]:
     return body
 
 
+def _render(body: dict[str, Any]) -> bytes:
+    """The problem as JSON, whatever it echoes (text that is not Unicode, a value of any type)."""
+    try:
+        return orjson.dumps(body, default=repr)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(_escaped(body), default=repr)
+
+
+def _escaped(value: Any) -> Any:
+    """``value`` with every lone surrogate written as ``\\udxxx`` (a problem body is shallow)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_escaped(k): _escaped(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_escaped(v) for v in value]
+    return value
+
+
 def problem_response(error: ReceiverError) -> web.Response:
     return web.Response(
         status=error.status,
-        body=orjson.dumps(problem_body(error)),
+        body=_render(problem_body(error)),
         content_type=PROBLEM_JSON,
         headers=error.headers,
     )
