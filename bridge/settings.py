@@ -307,6 +307,9 @@ class SimulatorSettings(_Section):
     max_requests_logged: PositiveInt = 10_000
     max_callback_attempts: PositiveInt = 20_000
     callback_max_connections: PositiveInt = 100
+    # ``bridge simulator`` alone: at start, an application calling this URL (it carries the
+    # callback credentials) with the Dashboard numbers on the account, assigned to it.
+    application_url: SecretStr | None = None
 
     _set_means_not_blank = field_validator(
         "user_id",

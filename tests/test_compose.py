@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from ruamel.yaml import YAML
 
 from bridge.operations import OperationsServer
+from bridge.runtime import callback_url
 from bridge.settings import (
     SIMULATOR_API_SECRET,
     SIMULATOR_API_TOKEN,
@@ -206,6 +207,23 @@ def test_bridge_environment_loads_and_points_at_the_simulator(
     # The simulator's application calls the receiver with credentials: they must be set.
     assert settings.receiver.username is not None
     assert settings.receiver.password is not None
+
+
+def test_the_simulator_account_calls_the_bridges_receiver(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `docker compose up` alone shows the flow: the simulator's application must call the
+    # bridge service's receiver, on its port and path, with the credentials it expects.
+    settings = _compose_bridge_settings(compose, monkeypatch)
+    command = compose["services"]["simulator"]["command"]
+    url = command[command.index("--application-url") + 1]
+    assert url == callback_url(settings, f"http://bridge:{settings.receiver.port}")
+
+
+def test_rabbitmqs_amqp_port_is_not_published(compose: dict[str, Any]) -> None:
+    # A RabbitMQ on the host usually holds 5672; the bridge reaches this one on the network.
+    published = [str(p).split(":")[-2:] for p in compose["services"]["rabbitmq"].get("ports", [])]
+    assert all(container != "5672" for *_, container in published)
 
 
 def test_bridge_publishes_its_port_and_keeps_its_spool(

@@ -15,7 +15,8 @@ import logging
 import signal
 from typing import Any
 
-from bridge.settings import SimulatorSettings
+from bridge.settings import SimulatorSettings, masked_url
+from bridge.simulator.payloads import is_http_url
 from bridge.simulator.server import Simulator
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,12 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     ),
     "--fault-seed": ("fault_seed", int, "seed of the fault dice (repeatable runs)"),
     "--status-delay-ms": ("status_delay_ms", float, "pause between status events of a message"),
+    "--application-url": (
+        "application_url",
+        str,
+        "at start, create an application calling this URL (credentials in it) and put the "
+        "Dashboard numbers on the account, assigned to it",
+    ),
 }
 
 _LIMIT_SETTINGS = (
@@ -111,6 +118,31 @@ def simulator_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
+def bootstrap(simulator: Simulator, settings: SimulatorSettings) -> str | None:
+    """With ``simulator.application_url``: an account ready to use, as a bridge expects one.
+
+    One application whose incoming message URL is ``application_url``, and the Dashboard numbers
+    on the account, assigned to it, as the embedded simulator of ``bridge run`` has them. Returns
+    the application's id (None without a URL).
+    """
+    if settings.application_url is None:
+        return None
+    url = settings.application_url.get_secret_value()
+    if not is_http_url(url):
+        raise ValueError(f"simulator.application_url is not an http(s) URL: {masked_url(url)}")
+    application = simulator.add_application(incoming_message_url=url, name="catapult-bridge")
+    numbers = settings.dashboard_numbers
+    for number in numbers:
+        simulator.add_number(number, application_id=application.id, name="catapult-bridge")
+    log.info(
+        "application %s calls %s; numbers on the account: %s",
+        application.id,
+        masked_url(url),
+        f"{numbers[0]}..{numbers[-1]}" if numbers else "none",
+    )
+    return application.id
+
+
 async def serve_simulator(settings: SimulatorSettings) -> int:
     """Serve until SIGINT/SIGTERM; 0 after an orderly stop, 1 when the port cannot be bound."""
     simulator = Simulator(settings)
@@ -125,6 +157,12 @@ async def serve_simulator(settings: SimulatorSettings) -> int:
         simulator.control_url,
         settings.user_id,
     )
+    try:
+        bootstrap(simulator, settings)
+    except ValueError as exc:
+        log.error("%s", exc)
+        await simulator.stop()
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
