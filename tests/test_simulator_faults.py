@@ -72,6 +72,29 @@ async def test_ambiguous_503_creates_the_message(
     assert (await callback_sink.next()).json()["messageId"] == record.id
 
 
+async def test_a_lost_answer_is_a_plain_5xx_for_a_message_that_exists(
+    make_simulator: MakeSimulator, sim_http: aiohttp.ClientSession
+) -> None:
+    simulator = await make_simulator(lost_answer_rate=1.0, fault_seed=3)
+    simulator.add_number(SENDER)
+    sim_api = SimulatorApi(sim_http, simulator)
+    statuses = set()
+    for n in range(16):
+        answer = await sim_api.call("POST", "/messages", json={**MESSAGE, "tag": f"t{n}"})
+        statuses.add(answer.status)
+        if answer.status in (500, 503):
+            assert answer.json()["code"] in ("internal-server-error", "service-unavailable")
+        else:
+            assert "text/html" in answer.headers["Content-Type"]
+    assert statuses == {500, 502, 503, 504}
+    assert sorted(m.tag or "" for m in simulator.state.messages.values()) == sorted(
+        f"t{n}" for n in range(16)
+    )
+    batch = await sim_api.call("POST", "/messages", json=[MESSAGE, MESSAGE])
+    assert batch.status >= 500
+    assert len(simulator.state.messages) == 18
+
+
 async def test_gateway_unavailable_creates_nothing(sim_api: SimulatorApi, sender: str) -> None:
     sim_api.simulator.set_faults(gateway_unavailable_rate=1.0)
     answer = await sim_api.call("POST", "/messages", json=MESSAGE)

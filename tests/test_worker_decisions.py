@@ -82,10 +82,9 @@ SEND, IMPORT, LOOKUP = Operation.SEND, Operation.IMPORT, Operation.LOOKUP
         (RATE_RESOURCE, LOOKUP, 1, Throttle(PauseScope.LOOKUPS, None, 99.0,
                                             ResultError(message="m"))),
         # Transient: retry with backoff, until the attempts are used up.
-        (_e(ServerError, 500), SEND, 1, Retry),
         (_e(ServerError, 503, "service-unavailable"), IMPORT, 3, Retry),
+        (_e(ServerError, 500), IMPORT, 4, Fail),
         (_e(TransportError, None), SEND, 3, Retry),
-        (_e(ServerError, 500), SEND, 4, Fail),
         (_e(TransportError, None), IMPORT, 4, Fail),
         (_e(ApiError, None, "odd"), SEND, 1, Retry),
         # Ambiguous sends always get a look-up; imports just try again (409 tells).
@@ -93,6 +92,12 @@ SEND, IMPORT, LOOKUP = Operation.SEND, Operation.IMPORT, Operation.LOOKUP
         (_e(AmbiguousError, None), SEND, 4, Ambiguous),
         (_e(AmbiguousError, None), IMPORT, 1, Retry),
         (_e(AmbiguousError, None), IMPORT, 4, Fail),
+        # Any 5xx answer to a send: the request reached a server, the message may exist.
+        (_e(ServerError, 500, "internal-server-error"), SEND, 1, Ambiguous),
+        (_e(ServerError, 502), SEND, 1, Ambiguous),
+        (_e(ServerError, 503, "service-unavailable"), SEND, 2, Ambiguous),
+        (_e(ServerError, 504), SEND, 1, Ambiguous),
+        (_e(ServerError, 500), SEND, 4, Ambiguous),
         # A look-up that fails: look again later; give up at the maximum.
         (_e(ServerError, 500), LOOKUP, 1, Ambiguous),
         (_e(TransportError, None), LOOKUP, 2, Ambiguous),

@@ -6,6 +6,7 @@ import socket
 from collections.abc import Callable
 
 import orjson
+import pytest
 
 from bridge.events.cloudevents import EventType
 from bridge.simulator import Faults
@@ -25,10 +26,12 @@ def _seed(roll: Callable[[FaultInjector], bool], wanted: list[bool], **faults: f
     raise AssertionError("no seed found")
 
 
-def _seed_failing_first(count: int) -> int:
-    """A seed whose first ``count`` requests fail (500/503) and the next one succeeds."""
+def _seed_failing_first(count: int, *, then_ok: int = 1) -> int:
+    """A seed whose first ``count`` requests fail (500/503) and the next ``then_ok`` succeed."""
     return _seed(
-        lambda dice: dice.request_failure() is not None, [True] * count + [False], error_rate=0.5
+        lambda dice: dice.request_failure() is not None,
+        [True] * count + [False] * then_ok,
+        error_rate=0.5,
     )
 
 
@@ -99,42 +102,50 @@ async def test_a_command_id_too_long_for_amqp_is_poison_not_a_resend_loop(
     assert await env.queue_depth(env.topology.send_queue) == 0
 
 
-async def test_a_server_error_is_retried_then_succeeds(make_worker_env: MakeWorkerEnv) -> None:
-    env = await make_worker_env(simulator={"error_rate": 0.5, "fault_seed": _seed_failing_first(2)})
+async def test_a_server_error_is_looked_up_then_sent_again(make_worker_env: MakeWorkerEnv) -> None:
+    # The send and the first look-up fail (500/503, no effect); the next look-up finds nothing,
+    # so the command is sent again.
+    seed = _seed_failing_first(2, then_ok=2)
+    env = await make_worker_env(
+        simulator={"error_rate": 0.5, "fault_seed": seed}, worker={"max_attempts": 5}
+    )
     command_id = await env.publish(send_body("try again"))
     assert command_id is not None
     data = (await env.result(command_id))["data"]
     assert data["outcome"] == "succeeded"
-    assert data["attempts"] == 3
+    assert data["recovered"] is False
+    assert data["attempts"] == 4
     assert len(env.sent_with_tag_of(command_id)) == 1
-    statuses = [r.status for r in env.simulator.state.requests]
-    assert statuses[-1] == 201
-    assert all(s in (500, 503) for s in statuses[:-1])
+    requests = [(r.method, r.status) for r in env.simulator.state.requests]
+    assert [m for m, _ in requests] == ["POST", "GET", "GET", "POST"]
+    assert [s for _, s in requests][2:] == [200, 201]
+    assert all(s in (500, 503) for _, s in requests[:2])
     assert env.dead.count == 0
 
 
-async def test_retries_used_up_end_in_a_failed_result_and_a_dead_letter(
+async def test_server_errors_to_the_end_leave_the_outcome_unknown(
     make_worker_env: MakeWorkerEnv,
 ) -> None:
+    # Every request fails with a 5xx: the send may have been stored, and no look-up could tell.
     env = await make_worker_env(simulator={"error_rate": 1.0}, worker={"max_attempts": 3})
     command_id = await env.publish(send_body("never"), headers={"app-header": "kept"})
     assert command_id is not None
     event = await env.result(command_id)
     data = event["data"]
     assert data["outcome"] == "failed"
-    assert data["reason"] == "retries-exhausted"
+    assert data["reason"] == "unknown-outcome"
     assert data["attempts"] == 3
     assert data["error"]["status"] in (500, 503)
     dead = await env.dead_letter(command_id)
     headers = dead.headers or {}
-    assert headers["x-bridge-reason"] == "retries-exhausted"
+    assert headers["x-bridge-reason"] == "unknown-outcome"
     assert headers["x-bridge-attempts"] == 3
     assert headers["x-bridge-error-status"] in (500, 503)
     assert headers["x-bridge-error-category"]
     assert headers["x-bridge-error-message"]
     assert headers["app-header"] == "kept"
     assert dead.message_id == command_id
-    assert len(env.simulator.state.requests) == 3
+    assert [r.method for r in env.simulator.state.requests] == ["POST", "GET", "GET"]
 
 
 async def test_an_unreachable_catapult_is_retried_as_a_transport_error(
@@ -171,6 +182,26 @@ async def test_an_ambiguous_503_is_looked_up_not_sent_twice(
         assert data["messageId"] == sent.id
         assert env.result_count(command_id) == 1
     assert len(env.simulator.state.messages) == 5  # no duplicates
+    assert env.dead.count == 0
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+async def test_a_plain_5xx_to_a_send_is_looked_up_not_sent_twice(
+    make_worker_env: MakeWorkerEnv, status: int
+) -> None:
+    # The first send is carried out and answered with a plain server error (JSON for 500 and
+    # 503, a proxy's HTML page for 502 and 504): the message exists, nothing says so.
+    seed = _seed(lambda dice: dice.lost_answer() == status, [True], lost_answer_rate=0.5)
+    env = await make_worker_env(simulator={"lost_answer_rate": 0.5, "fault_seed": seed})
+    command_id = await env.publish(send_body(f"answered {status}"))
+    assert command_id is not None
+    data = (await env.result(command_id))["data"]
+    assert data["outcome"] == "succeeded"
+    assert data["recovered"] is True
+    [sent] = env.sent_with_tag_of(command_id)
+    assert data["messageId"] == sent.id
+    requests = [(r.method, r.status) for r in env.simulator.state.requests]
+    assert requests == [("POST", status), ("GET", 200)]
     assert env.dead.count == 0
 
 

@@ -40,6 +40,11 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "--latency-ms": ("latency_ms", float, "fault: latency added to every API answer"),
     "--error-rate": ("error_rate", float, "fault: share of requests answered 500/503"),
     "--ambiguous-rate": ("ambiguous_rate", float, "fault: share of sends done but answered 503"),
+    "--lost-answer-rate": (
+        "lost_answer_rate",
+        float,
+        "fault: share of sends done but answered 500/502/503/504",
+    ),
     "--gateway-unavailable-rate": (
         "gateway_unavailable_rate",
         float,

@@ -7,6 +7,10 @@ What each fault does:
   ``service-unavailable`` (half each) *without* any effect.
 - ``ambiguous_rate``: this share of message sends is carried out (the message exists, its
   callbacks run) but answered 503 ``message-gateway-unavailable``; a batch is answered so whole.
+- ``lost_answer_rate``: this share of message sends is carried out (the message exists) but answered
+  with a plain server error, as a failing proxy or backend would: 500 ``internal-server-error`` or
+  503 ``service-unavailable`` with Catapult's JSON body, or a 502 or 504 HTML page. A batch is
+  answered so whole. The answer does not say the message may exist; a client must look first.
 - ``gateway_unavailable_rate``: this share of message sends is answered 503
   ``message-gateway-unavailable`` and *not* carried out (the real answer cannot tell the two apart).
 - ``rate_limit_storm_rate``: this share of requests is refused as over the limit whatever the
@@ -32,6 +36,9 @@ from bridge.settings import SimulatorSettings
 from bridge.simulator import errors
 from bridge.simulator.errors import Problem
 
+# The plain server errors of ``lost_answer_rate``, drawn at random.
+LOST_ANSWER_STATUSES = (500, 502, 503, 504)
+
 Share = Annotated[float, Field(ge=0, le=1)]
 Millis = Annotated[float, Field(ge=0)]
 
@@ -44,6 +51,7 @@ class Faults(BaseModel):
     latency_ms: Millis = 0.0
     error_rate: Share = 0.0
     ambiguous_rate: Share = 0.0
+    lost_answer_rate: Share = 0.0
     gateway_unavailable_rate: Share = 0.0
     rate_limit_storm_rate: Share = 0.0
     duplicate_callback_rate: Share = 0.0
@@ -79,6 +87,12 @@ class FaultInjector:
 
     def is_ambiguous(self) -> bool:
         return self._roll(self.faults.ambiguous_rate)
+
+    def lost_answer(self) -> int | None:
+        """For ``lost_answer_rate`` of sends: the 5xx status that hides a message carried out."""
+        if not self._roll(self.faults.lost_answer_rate):
+            return None
+        return self._random.choice(LOST_ANSWER_STATUSES)
 
     def is_gateway_down(self) -> bool:
         return self._roll(self.faults.gateway_unavailable_rate)

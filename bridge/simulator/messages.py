@@ -72,6 +72,9 @@ async def send_messages(request: web.Request) -> web.Response:
     record = _admit(platform, body)
     if platform.injector.is_ambiguous():
         raise errors.message_gateway_unavailable(record.id)
+    lost = _lost_answer(platform)
+    if lost is not None:
+        return lost
     return empty_response(status=201, location=platform.message_uri(record.id, origin_of(request)))
 
 
@@ -93,7 +96,30 @@ def _send_batch(request: web.Request, platform: Platform, items: list[Any]) -> w
         results.append({"result": "accepted", "location": platform.message_uri(record.id, origin)})
     if first_id is not None and platform.injector.is_ambiguous():
         raise errors.message_gateway_unavailable(first_id)
+    lost = _lost_answer(platform) if first_id is not None else None
+    if lost is not None:
+        return lost
     return json_response(results, status=202)
+
+
+_PROXY_PAGES = {502: "Bad Gateway", 504: "Gateway Timeout"}
+
+
+def _lost_answer(platform: Platform) -> web.Response | None:
+    """The ``lost_answer_rate`` fault: a plain server error for a send that was carried out.
+
+    500 and 503 come with Catapult's own JSON body (no hint that the message exists); 502 and
+    504 as the HTML page of a proxy in front of it.
+    """
+    status = platform.injector.lost_answer()
+    if status is None:
+        return None
+    if status in _PROXY_PAGES:
+        title = f"{status} {_PROXY_PAGES[status]}"
+        page = f"<html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>"
+        return web.Response(status=status, text=page, content_type="text/html")
+    problem = errors.internal_server_error() if status == 500 else errors.service_unavailable()
+    raise problem
 
 
 @routes.get("/v1/users/{user_id}/messages/{message_id}")

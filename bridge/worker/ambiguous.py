@@ -1,12 +1,14 @@
 """Ambiguous outcomes: find out whether Catapult already has a message before sending it again.
 
-Catapult v1 has no idempotency key. A 503 ``message-gateway-unavailable``, a timeout after the
-request left, an unreadable 2xx, or a worker that died before acking can each mean "sent" or "not
-sent". The worker never resends blindly: the command goes through a delay tier (so the gateway has
-time to settle) with a look-up flag, and before it is sent again ``find_sent`` lists the sender's
-recent outbound messages (``GET /messages?from=...&fromDateTime=...&direction=out``, newest first)
-and looks for the command id the worker wrote into each message's ``tag``. Found: the command
-succeeded (the result says ``recovered``), nothing is sent. Not found: it is sent again.
+Catapult v1 has no idempotency key. Any 5xx answer to a send (a 503
+``message-gateway-unavailable`` says so; a 500, 502, 504 or plain 503 does not say otherwise), a
+timeout or a cut connection after the request left, an unreadable 2xx, or a worker that died
+before acking can each mean "sent" or "not sent". The worker never resends blindly: the command
+goes through a delay tier (so the gateway has time to settle) with a look-up flag, and before it
+is sent again ``find_sent`` lists the sender's recent outbound messages
+(``GET /messages?from=...&fromDateTime=...&direction=out``, newest first) and looks for the
+command id the worker wrote into each message's ``tag``. Found: the command succeeded (the result
+says ``recovered``), nothing is sent. Not found: it is sent again.
 
 What can still happen, and why it is accepted:
 

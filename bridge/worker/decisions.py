@@ -6,9 +6,13 @@ exactly one disposition of the AMQP message (see ``settle`` in ``consumer.py``):
     Done             succeeded: result, then ack
     AlreadyImported  409 duplicate-number on an import: its own result, then ack
     Throttle         403 message-rate-limit* / 429: pause the scope, try again (no attempt spent)
-    Retry            5xx, transport errors: delayed retry through a broker delay tier
-    Ambiguous        maybe sent (503 message-gateway-unavailable, timeout after sending): delayed
-                     retry that looks the message up before sending it again
+    Retry            transport errors (nothing left), 5xx to an import or a look-up: delayed
+                     retry through a broker delay tier
+    Ambiguous        maybe sent: any 5xx answer to a send (the request reached a server; a 500,
+                     502, 504 or plain 503 does not say the message was not created, as 503
+                     message-gateway-unavailable says it may be), a connection cut or a timeout
+                     after the request left: delayed retry that looks the message up before
+                     sending it again
     Fail             4xx validation, authentication, conflict, or attempts used up: failed result
                      and dead letter
 
@@ -151,6 +155,10 @@ def classify(
         # Never given up on unseen: even after the last attempt, one look-up decides whether the
         # message exists (succeeded) or not (failed), so a result never says "failed" for a
         # message that went out.
+        return Ambiguous(policy.backoff_s(attempt, jitter), info)
+    if isinstance(error, ServerError) and operation is Operation.SEND:
+        # An answer came, so the request reached a server; whatever failed there may have
+        # happened after the message was stored. Only a look-up can tell.
         return Ambiguous(policy.backoff_s(attempt, jitter), info)
     if operation is Operation.LOOKUP:
         # The message may exist: look again later; a look-up refused or failing to the end
