@@ -243,6 +243,19 @@ class WorkerSettings(_Section):
     # 403s go on, up to the maximum.
     rate_limit_pause_s: PositiveFloat = 1.0
     rate_limit_pause_max_s: PositiveFloat = 10.0
+    # A 429 pauses its resource family until X-RateLimit-Reset, kept within these bounds: a reset
+    # time in the past (a clock behind ours) or too near still pauses the minimum, one too far
+    # away (an hour, a garbled header) pauses the maximum.
+    rate_limit_reset_min_s: PositiveFloat = 1.0
+    rate_limit_reset_max_s: PositiveFloat = 60.0
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> WorkerSettings:
+        if self.rate_limit_reset_min_s > self.rate_limit_reset_max_s:
+            raise ValueError(
+                "worker.rate_limit_reset_min_s must not be above worker.rate_limit_reset_max_s"
+            )
+        return self
 
     @property
     def send_prefetch(self) -> int:

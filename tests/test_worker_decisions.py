@@ -346,3 +346,28 @@ def test_number_requests_have_their_own_lane() -> None:
     limits.take_import(5.0)
     assert limits.import_ready_at() == pytest.approx(5.6)
     assert limits.send_ready_at("+1") < 5.0
+
+
+@pytest.mark.parametrize(
+    ("reset_in_s", "pause_s"),
+    [
+        (5.0, 5.0),  # a reset time in reach is kept
+        (0.0, 1.5),  # now: the shortest pause, or the next request is refused again at once
+        (-30.0, 1.5),  # in the past (a clock behind ours, a stale header): the shortest pause
+        (0.2, 1.5),
+        (3600.0, 40.0),  # an hour away (or a garbled header): the longest pause
+        (1e12, 40.0),
+    ],
+)
+def test_a_429_reset_time_is_clamped(reset_in_s: float, pause_s: float) -> None:
+    limits = Limits(
+        WorkerSettings(rate_limit_reset_min_s=1.5, rate_limit_reset_max_s=40, rate_limit_pause_s=1)
+    )
+    throttle = Throttle(PauseScope.LOOKUPS, None, 1000.0 + reset_in_s, ResultError(message="m"))
+    assert limits.pause(throttle, now_s=10.0, now_epoch_s=1000.0) == pytest.approx(10.0 + pause_s)
+    assert limits.send_ready_at("+1", lookup=True) == pytest.approx(10.0 + pause_s)
+
+
+def test_the_reset_clamp_is_an_ordered_pair_of_settings() -> None:
+    with pytest.raises(ValueError, match="rate_limit_reset_min_s"):
+        WorkerSettings(rate_limit_reset_min_s=30, rate_limit_reset_max_s=10)

@@ -13,7 +13,7 @@ person-to-person numbers (``worker.a2p_numbers`` are exempt). A rate of 0 switch
 Pauses come from Catapult's refusals: a 403 ``message-rate-limit*`` pauses the account or one
 number (no reset time is given, so the pause starts at ``rate_limit_pause_s`` and doubles while the
 refusals go on, up to ``rate_limit_pause_max_s``); a 429 pauses its resource family until
-``X-RateLimit-Reset``.
+``X-RateLimit-Reset``, kept between ``rate_limit_reset_min_s`` and ``rate_limit_reset_max_s``.
 
 Times are passed in (monotonic seconds; wall-clock seconds only to read a reset time). No I/O and no
 clock here. Memory: one entry per number that sent within its last interval or whose window still
@@ -139,6 +139,8 @@ class Limits:
         )
         self._pause_s = settings.rate_limit_pause_s
         self._pause_max_s = settings.rate_limit_pause_max_s
+        self._reset_min_s = settings.rate_limit_reset_min_s
+        self._reset_max_s = settings.rate_limit_reset_max_s
         self._pauses: dict[PauseKey, _Pause] = {}
         self._takes = 0
 
@@ -232,7 +234,10 @@ class Limits:
             pause = None
         strikes = 1 if pause is None else pause.strikes + 1
         if throttle.until_epoch_s is not None:
-            until = now_s + max(0.0, throttle.until_epoch_s - now_epoch_s)
+            # Clamped: a reset in the past would let the next request be refused at once, one
+            # far away would stop the family for as long as the header says.
+            wait_s = throttle.until_epoch_s - now_epoch_s
+            until = now_s + min(self._reset_max_s, max(self._reset_min_s, wait_s))
         else:
             until = now_s + min(self._pause_max_s, self._pause_s * 2.0 ** (strikes - 1))
         if pause is not None:
