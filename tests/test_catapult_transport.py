@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import html
+import json
 import logging
 import socket
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from urllib.parse import quote, quote_plus
 
 import pytest
 from aiohttp import web
@@ -372,3 +375,128 @@ async def test_a_number_in_the_path_is_url_encoded(
         "/v1/users/u-transport/phoneNumbers/%2B19195550100",
         "/v1/users/u-transport/phoneNumbers/n-1",
     ]
+
+
+TOKEN = "t-transport"
+DASHBOARD_ACCOUNT = "5566778"
+DASHBOARD_USER = "dash-user-name"
+DASHBOARD_PASSWORD = 'Dashb0ard/pa55+w"rd&<x>'
+
+
+def every_form(value: str) -> set[str]:
+    """The ways a server can echo a value back: plain, URL-encoded, JSON, HTML, base64."""
+    return {
+        value,
+        quote(value, safe=""),
+        quote_plus(value),
+        json.dumps(value)[1:-1],
+        html.escape(value),
+        base64.b64encode(value.encode()).decode(),
+    }
+
+
+def credentials() -> dict[str, set[str]]:
+    basic = base64.b64encode(f"{TOKEN}:{SECRET}".encode()).decode()
+    dashboard = base64.b64encode(f"{DASHBOARD_USER}:{DASHBOARD_PASSWORD}".encode()).decode()
+    forms = {
+        name: every_form(value)
+        for name, value in {
+            "api token": TOKEN,
+            "api secret": SECRET,
+            "account id": DASHBOARD_ACCOUNT,
+            "user name": DASHBOARD_USER,
+            "password": DASHBOARD_PASSWORD,
+        }.items()
+    }
+    forms["authorization"] = {basic, quote(basic, safe="")}
+    forms["dashboard pair"] = {dashboard}
+    return forms
+
+
+def leaked(error: BaseException) -> list[str]:
+    rendered = str(error) + repr(error) + "".join(traceback.format_exception(error))
+    rendered += repr(getattr(error, "details", ()))
+    found = []
+    for name, forms in credentials().items():
+        for form in forms:
+            if form in rendered:
+                found.append(f"{name}: {form!r}")
+            # The start of a secret counts too where a text was cut short.
+            found += [
+                f"{name}: {form[:n]!r}…" for n in range(4, len(form)) if form[:n] + "…" in rendered
+            ]
+    return found
+
+
+def echo_page(request: web.Request, body: bytes, *, padding: int, shape: str) -> str:
+    """An error page as a proxy or a debug backend prints it: the request, echoed."""
+    auth = request.headers.get("Authorization", "")
+    text = body.decode()
+    echoed = {
+        "plain": f"{auth} {text}",
+        "url": quote(f"{auth} {text}", safe=""),
+        "json": json.dumps({"auth": auth, "body": text}),
+        "html": html.escape(f"{auth} {text}"),
+        "form": quote_plus(text),
+    }[shape]
+    return f"<html><body><h1>Error</h1><pre>{'x' * padding}{echoed}</pre></body></html>"
+
+
+@pytest.mark.parametrize("shape", ["plain", "url", "json", "html", "form"])
+@pytest.mark.parametrize("padding", [0, 150, 190, 196])
+@pytest.mark.parametrize("status", [500, 502])
+async def test_an_error_page_echoing_the_request_gives_no_credential_away(
+    stub_server: Callable[[Handler], Awaitable[StubServer]],
+    shape: str,
+    padding: int,
+    status: int,
+) -> None:
+    # The paddings put each secret across the 200-character cut of the error's snippet.
+    async def echo(request: web.Request) -> web.StreamResponse:
+        page = echo_page(request, await request.read(), padding=padding, shape=shape)
+        return web.Response(status=status, text=page, content_type="text/html")
+
+    server = await stub_server(echo)
+    async with make_client(server.base_url) as client:
+        with pytest.raises(CatapultError) as caught:
+            await asyncio.wait_for(
+                client.import_number(
+                    number="+19195550100",
+                    account_id=DASHBOARD_ACCOUNT,
+                    user_name=DASHBOARD_USER,
+                    password=SecretStr(DASHBOARD_PASSWORD),
+                ),
+                DEADLINE_S,
+            )
+    assert caught.value.status == status
+    assert leaked(caught.value) == []
+
+
+@pytest.mark.parametrize("shape", ["plain", "url", "json", "html"])
+async def test_a_catapult_error_body_echoing_credentials_gives_none_away(
+    stub_server: Callable[[Handler], Awaitable[StubServer]], shape: str
+) -> None:
+    async def echo(request: web.Request) -> web.StreamResponse:
+        page = echo_page(request, await request.read(), padding=0, shape=shape)
+        body = {
+            "category": "authorization",
+            "code": "provider-access-denied",
+            "message": page,
+            "details": [{"name": "echo", "value": page}, {"name": page, "value": "x"}],
+        }
+        return web.json_response(body, status=401)
+
+    server = await stub_server(echo)
+    async with make_client(server.base_url) as client:
+        with pytest.raises(CatapultError) as caught:
+            await asyncio.wait_for(
+                client.import_number(
+                    number="+19195550100",
+                    account_id=DASHBOARD_ACCOUNT,
+                    user_name=DASHBOARD_USER,
+                    password=SecretStr(DASHBOARD_PASSWORD),
+                ),
+                DEADLINE_S,
+            )
+    assert caught.value.code == "provider-access-denied"
+    assert leaked(caught.value) == []

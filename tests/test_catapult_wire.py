@@ -23,6 +23,7 @@ from bridge.catapult.errors import (
     RateLimitScope,
     ServerError,
 )
+from bridge.catapult.redaction import Redactor
 
 SECRET = "s3cr3t-api-secret"
 PASSWORD = "dashboard-pa55word"
@@ -30,7 +31,7 @@ REQUEST = wire.RequestContext(
     method="POST",
     path="/v1/users/u-1/messages",
     sender="+19195550100",
-    secrets=(SECRET, PASSWORD),
+    redactor=Redactor((SECRET, PASSWORD)),
 )
 
 
@@ -370,7 +371,7 @@ def test_batch_answer_of_the_wrong_shape_is_refused(data: Any) -> None:
 
 @pytest.mark.parametrize(("method", "expected"), [("POST", AmbiguousError), ("GET", ServerError)])
 def test_unreadable_2xx(method: str, expected: type[CatapultError]) -> None:
-    request = wire.RequestContext(method, "/v1/users/u-1/messages", secrets=(SECRET,))
+    request = wire.RequestContext(method, "/v1/users/u-1/messages", redactor=Redactor((SECRET,)))
     error = wire.unreadable_response(201, "no Location", f"oops {SECRET}".encode(), request)
     assert type(error) is expected
     assert error.status == 201

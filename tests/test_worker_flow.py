@@ -150,6 +150,30 @@ async def test_bad_dashboard_credentials_fail_and_never_show(
     }
 
 
+async def test_the_dashboard_account_and_user_never_reach_a_result_or_dead_letter(
+    make_worker_env: MakeWorkerEnv,
+) -> None:
+    # Catapult's refusal names the Dashboard account it refused: the account id, the user name
+    # and the password of the command are all redacted, in every form.
+    env = await make_worker_env()
+    account, user, password = "7733991", "someone-at-dashboard", "pa55/wo+rd&x"
+    command = {
+        "number": DASHBOARD_NUMBER,
+        "applicationId": env.application_id,
+        "name": "n",
+        "accountId": account,
+        "userName": user,
+        "password": password,
+    }
+    command_id = await env.publish(command, queue=env.topology.import_queue)
+    assert command_id is not None
+    event, dead = await _failed(env, command_id, code="provider-access-denied")
+    assert "***" in event["data"]["error"]["message"]
+    for blob in (orjson.dumps(event), dead.body, orjson.dumps(dict(dead.headers or {}))):
+        for value in (account, user, password):
+            assert value.encode() not in blob
+
+
 async def test_a_number_missing_from_the_dashboard_fails(make_worker_env: MakeWorkerEnv) -> None:
     env = await make_worker_env()
     command = {"number": "+14155550000", "applicationId": env.application_id, "name": "n"}

@@ -5,8 +5,9 @@ typed models of ``models.py``), lets ``session.py`` exchange it, and turns the a
 result or raises one of the errors of ``errors.py`` through the pure functions of ``wire.py``. It is
 an async context manager; ``close()`` does the same as leaving the ``async with``.
 
-Secrets (the API secret, a Dashboard password) travel only in the ``Authorization`` header and the
-import body; every error is built with them redacted, and nothing here logs.
+Secrets (the API token and secret, an import's Dashboard credentials) travel only in the
+``Authorization`` header and the import body; every error is built with them redacted in every form
+(``redaction.py``), and nothing here logs.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from bridge.catapult.models import (
     OutboundMessage,
     PhoneNumber,
 )
+from bridge.catapult.redaction import Redactor
 from bridge.catapult.session import (
     MAX_BODY_BYTES,
     Answer,
@@ -70,7 +72,8 @@ class CatapultClient:
         self._base = base
         self._root = URL(f"{base}/users/{quote(user_id, safe='')}", encoded=True)
         self._user_id = user_id
-        self._secret = api_secret
+        secret = api_secret.get_secret_value()
+        self._redactor = Redactor((api_token, secret), pairs=((api_token, secret),))
         self._session = CatapultSession(
             authorization=basic_authorization(api_token, api_secret),
             timeout_s=timeout_s,
@@ -242,7 +245,10 @@ class CatapultClient:
             "POST",
             self._url("phoneNumbers"),
             body=request_body.to_wire(),
-            secrets=(password.get_secret_value(),),
+            redactor=self._redactor.extended(
+                (account_id, user_name, password.get_secret_value()),
+                pairs=((user_name, password.get_secret_value()),),
+            ),
         )
         return NumberRef(
             id=self._created_id(answer, request, "phoneNumbers"), location=answer.location
@@ -307,13 +313,13 @@ class CatapultClient:
         return URL(f"{self._root}/{path}", encoded=True)
 
     def _context(
-        self, method: str, url: URL, sender: str | None = None, secrets: tuple[str, ...] = ()
+        self, method: str, url: URL, sender: str | None = None, redactor: Redactor | None = None
     ) -> wire.RequestContext:
         return wire.RequestContext(
             method=method,
             path=url.raw_path,
             sender=sender,
-            secrets=(self._secret.get_secret_value(), *secrets),
+            redactor=redactor or self._redactor,
         )
 
     async def _call(
@@ -323,10 +329,10 @@ class CatapultClient:
         *,
         body: Any = None,
         sender: str | None = None,
-        secrets: tuple[str, ...] = (),
+        redactor: Redactor | None = None,
     ) -> tuple[Answer, wire.RequestContext]:
         """Send one request; return a 2xx answer or raise the ``CatapultError`` for it."""
-        request = self._context(method, url, sender, secrets)
+        request = self._context(method, url, sender, redactor)
         answer = await self._session.exchange(method, url, body, request)
         if not answer.is_success:
             raise wire.error_from_response(answer.status, answer.headers, answer.body, request)

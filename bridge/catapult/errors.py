@@ -18,8 +18,9 @@ aiohttp's exceptions never leave the client. The tree, and what each means for a
         ├── ConflictError          409 (duplicate-number, ...)
         └── ServerError            other 5xx (and 503s that are not ambiguous)
 
-Messages never contain the API secret, Dashboard passwords or an ``Authorization`` header: the
-client builds them only from the status, Catapult's own body and the request's method and path.
+Messages never contain the API token or secret, the ``Authorization`` value or an import's
+Dashboard credentials, in any form: the client builds them only from the status, Catapult's own
+body and the request's method and path, with every known secret redacted (``redaction.py``).
 No I/O here.
 """
 

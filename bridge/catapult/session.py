@@ -175,7 +175,7 @@ class CatapultSession:
         if isinstance(exc, TimeoutError):
             what = f"no answer within {self._timeout_s:g} s"
         else:
-            what = wire.redact(f"{type(exc).__name__}: {exc}", request.secrets)
+            what = request.redactor.clip(f"{type(exc).__name__}: {exc}", wire.MESSAGE_CHARS)
         if cls is AmbiguousError:
             text = f"{what} after the request was sent; Catapult may have acted on it"
         else:

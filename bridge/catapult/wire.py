@@ -6,14 +6,18 @@ absolute or relative ``Location``, ``Link`` header parsing and the next-page URL
 format of message list filters. Every function is pure and deterministic: no I/O, no clock, no
 logging; the client (``client.py``) is the only caller that touches sockets.
 
-Known secrets (the API secret, a Dashboard password) are passed in and replaced by ``***`` in every
-text taken from an answer, so an error can never carry one even if a server echoes it back.
+Known secrets (the API token and secret, the ``Authorization`` value, an import's Dashboard
+credentials) travel with the request as a ``Redactor`` and are replaced by ``***`` in every text
+taken from an answer, in every form a server could echo them in (``redaction.py``), before any
+text is folded or cut, so an error can never carry one, or the start of one, even if a server
+echoes the request back. Texts taken from an answer are bounded (``SNIPPET_CHARS``,
+``MESSAGE_CHARS``, ``DETAIL_CHARS``, ``MAX_DETAILS``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -37,9 +41,13 @@ from bridge.catapult.errors import (
     ServerError,
 )
 from bridge.catapult.models import BatchItem, MessageRef
+from bridge.catapult.redaction import NO_SECRETS, Redactor
+from bridge.catapult.redaction import REDACTED as REDACTED
 
-REDACTED = "***"
 SNIPPET_CHARS = 200
+MESSAGE_CHARS = 1000
+DETAIL_CHARS = 200
+MAX_DETAILS = 20
 MAX_BATCH = 50
 # Catapult counts accepted sends per account and per sending number over (now - 10 s, now] and
 # refuses the one that would make more than ``rate * RATE_WINDOW_S`` (403 message-rate-limit*).
@@ -87,60 +95,57 @@ class RequestContext:
     method: str
     path: str
     sender: str | None = None  # the message's ``from``, the number of a per-number rate limit
-    secrets: tuple[str, ...] = ()
+    redactor: Redactor = NO_SECRETS
 
 
-def redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return text
-
-
-def snippet(body: bytes, secrets: Iterable[str] = ()) -> str:
-    """The first part of a body as one line of text, for an error message."""
+def snippet(body: bytes, redactor: Redactor = NO_SECRETS) -> str:
+    """The first part of a body as one line of text, for an error message; never a secret."""
+    # Folded before it is searched: the redactor knows each secret with its whitespace folded.
     text = " ".join(body.decode("utf-8", errors="replace").split())
-    if len(text) > SNIPPET_CHARS:
-        text = text[:SNIPPET_CHARS] + "…"
-    return redact(text, secrets)
+    return redactor.clip(text, SNIPPET_CHARS)
 
 
-def _details(raw: Any, secrets: Sequence[str]) -> tuple[ErrorDetail, ...]:
+def _details(raw: Any, redactor: Redactor) -> tuple[ErrorDetail, ...]:
     if not isinstance(raw, list):
         return ()
     return tuple(
-        ErrorDetail(name=str(item["name"]), value=redact(str(item.get("value")), secrets))
-        for item in raw
+        ErrorDetail(
+            name=redactor.clip(str(item["name"]), DETAIL_CHARS),
+            value=redactor.clip(str(item.get("value")), DETAIL_CHARS),
+        )
+        for item in raw[:MAX_DETAILS]
         if isinstance(item, dict) and "name" in item
     )
 
 
-def error_body_from_json(data: Any, secrets: Sequence[str] = ()) -> ErrorBody | None:
+def error_body_from_json(data: Any, redactor: Redactor = NO_SECRETS) -> ErrorBody | None:
     """Catapult's error object, or None when ``data`` is not shaped like one."""
     if not isinstance(data, dict):
         return None
     category, code, message = data.get("category"), data.get("code"), data.get("message")
     if not any(isinstance(v, str) for v in (category, code, message)):
         return None
+    text = message if isinstance(message, str) else str(code or category)
     return ErrorBody(
-        message=redact(message if isinstance(message, str) else str(code or category), secrets),
-        category=redact(category, secrets) if isinstance(category, str) else None,
-        code=redact(code, secrets) if isinstance(code, str) else None,
-        details=_details(data.get("details"), secrets),
+        message=redactor.clip(text, MESSAGE_CHARS),
+        category=redactor.clip(category, DETAIL_CHARS) if isinstance(category, str) else None,
+        code=redactor.clip(code, DETAIL_CHARS) if isinstance(code, str) else None,
+        details=_details(data.get("details"), redactor),
     )
 
 
-def parse_error_body(status: int, body: bytes, secrets: Sequence[str] = ()) -> ErrorBody:
+def parse_error_body(status: int, body: bytes, redactor: Redactor = NO_SECRETS) -> ErrorBody:
     """Read an error answer; a body that is not Catapult's JSON still gives a useful message."""
     if not body.strip():
         return ErrorBody(message=f"HTTP {status} with an empty body")
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return ErrorBody(message=f"HTTP {status} with a non-JSON body: {snippet(body, secrets)}")
-    parsed = error_body_from_json(data, secrets)
+        return ErrorBody(message=f"HTTP {status} with a non-JSON body: {snippet(body, redactor)}")
+    parsed = error_body_from_json(data, redactor)
     if parsed is None:
-        return ErrorBody(message=f"HTTP {status} with an unexpected body: {snippet(body, secrets)}")
+        shown = snippet(body, redactor)
+        return ErrorBody(message=f"HTTP {status} with an unexpected body: {shown}")
     return parsed
 
 
@@ -222,7 +227,7 @@ def error_from_response(
 ) -> CatapultError:
     """The error for a non-2xx answer."""
     return build_error(
-        status, parse_error_body(status, body, request.secrets), request, headers=headers
+        status, parse_error_body(status, body, request.redactor), request, headers=headers
     )
 
 
@@ -238,7 +243,7 @@ def unreadable_response(
     cls = AmbiguousError if request.method == "POST" else ServerError
     text = f"HTTP {status} answer could not be read: {reason}"
     if body.strip():
-        text += f"; body: {snippet(body, request.secrets)}"
+        text += f"; body: {snippet(body, request.redactor)}"
     return cls(message=text, status=status, method=request.method, path=request.path)
 
 
@@ -294,7 +299,7 @@ def batch_items(data: Any, request: RequestContext, senders: Sequence[str]) -> l
         raise ValueError(f"expected a list of {len(senders)} results")
     items: list[BatchItem] = []
     for index, (entry, sender) in enumerate(zip(data, senders, strict=True)):
-        item_request = RequestContext(request.method, request.path, sender, request.secrets)
+        item_request = RequestContext(request.method, request.path, sender, request.redactor)
         items.append(_batch_item(index, entry, item_request))
     return items
 
@@ -309,7 +314,7 @@ def _batch_item(index: int, entry: Any, request: RequestContext) -> BatchItem:
             return BatchItem(error=_unknown_item(index, str(exc), request))
         return BatchItem(ref=MessageRef(id=message_id, location=location))
     if result == "error":
-        body = error_body_from_json(entry.get("error"), request.secrets)
+        body = error_body_from_json(entry.get("error"), request.redactor)
         if body is None:
             return BatchItem(error=_unknown_item(index, "error entry without a body", request))
         status = CATEGORY_STATUS.get(body.category or "")
