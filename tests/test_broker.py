@@ -7,6 +7,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+import aiormq
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
@@ -19,6 +20,7 @@ from bridge.broker import (
     open_confirm_channel,
 )
 from bridge.broker.topology import INBOUND_MMS, INBOUND_SMS
+from tests.fixtures.broker import delete_topology
 
 
 @pytest.mark.parametrize("queue_type", ["quorum", "classic"])
@@ -60,6 +62,34 @@ async def test_unroutable_publish_fails(amqp: AbstractRobustConnection, make_set
         await publisher.publish(envelope, exchange=topology.events_exchange)
     assert caught.value.reason == "unroutable"
     await channel.close()
+
+
+async def test_test_teardown_deletes_everything_the_topology_declares(
+    amqp: AbstractRobustConnection, make_settings: Any
+) -> None:
+    """Queues a test leaves behind are never reclaimed, and every quorum queue holds file
+    handles of the shared broker: the teardown must delete the whole declared topology."""
+    topology = Topology.from_settings(make_settings())
+    channel = await open_confirm_channel(amqp)
+    await declare_topology(channel, topology)
+    await channel.close()
+    await delete_topology(amqp, topology)
+    plan = topology.declarations()
+    left = []
+    for name in [q.name for q in plan.queues] + [e.name for e in plan.exchanges]:
+        probe = await amqp.channel()
+        try:
+            if name in {e.name for e in plan.exchanges}:
+                await probe.get_exchange(name, ensure=True)
+            else:
+                await probe.declare_queue(name, passive=True)
+            left.append(name)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            pass
+        finally:
+            if not probe.is_closed:
+                await probe.close()
+    assert left == []
 
 
 def test_retry_tier_picks_the_next_tier_up(make_settings: Any) -> None:

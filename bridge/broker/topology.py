@@ -22,10 +22,11 @@ Layout (default names):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aio_pika.abc import AbstractChannel, ExchangeType
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, ExchangeType
 
 from bridge.broker.errors import translated
 from bridge.events.envelope import (
@@ -41,6 +42,36 @@ from bridge.settings import Settings
 
 def _delay_label(delay_s: float) -> str:
     return f"{delay_s:g}s"
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeDeclaration:
+    name: str
+    type: ExchangeType
+    holds: str  # what flows through it, for people
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDeclaration:
+    name: str
+    arguments: Mapping[str, Any]
+    holds: str  # what waits in it, for people
+
+
+@dataclass(frozen=True, slots=True)
+class BindingDeclaration:
+    exchange: str
+    routing_key: str
+    queue: str
+
+
+@dataclass(frozen=True, slots=True)
+class Declarations:
+    """Everything ``declare_topology`` declares, in the order it declares it (all durable)."""
+
+    exchanges: tuple[ExchangeDeclaration, ...]
+    queues: tuple[QueueDeclaration, ...]
+    bindings: tuple[BindingDeclaration, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +162,59 @@ class Topology:
             self.results_queue(self.import_queue): (f"{IMPORT_RESULT_PREFIX}.*",),
         }
 
+    def declarations(self) -> Declarations:
+        """The exchanges, queues (with their arguments) and bindings, as data: the definition
+        ``declare_topology`` carries out, and what ``bridge topology`` and ``bridge check`` show."""
+        events_holds = {
+            self.inbound_queue: "inbound SMS and MMS events",
+            self.status_queue: "status and delivery-receipt events of sent messages",
+            self.results_queue(self.send_queue): "one result event per send command",
+            self.results_queue(self.import_queue): "one result event per import command",
+        }
+        command_holds = {self.send_queue: "send commands", self.import_queue: "import commands"}
+        queues: list[QueueDeclaration] = []
+        bindings: list[BindingDeclaration] = []
+        for queue_name, keys in self.event_queue_bindings().items():
+            queues.append(
+                QueueDeclaration(queue_name, self.plain_queue_arguments(), events_holds[queue_name])
+            )
+            bindings.extend(
+                BindingDeclaration(self.events_exchange, key, queue_name) for key in keys
+            )
+        for command_queue in self.command_queues:
+            what = command_holds[command_queue]
+            queues.append(
+                QueueDeclaration(
+                    command_queue,
+                    self.command_queue_arguments(command_queue),
+                    f"{what} from applications",
+                )
+            )
+            dead = self.dead_letter_queue(command_queue)
+            queues.append(
+                QueueDeclaration(
+                    dead, self.plain_queue_arguments(), f"{what} that cannot succeed (dead letters)"
+                )
+            )
+            bindings.append(BindingDeclaration(self.dead_letter_exchange, command_queue, dead))
+            queues.extend(
+                QueueDeclaration(
+                    self.retry_queue(command_queue, delay_s),
+                    self.retry_queue_arguments(command_queue, delay_s),
+                    f"{what} waiting {_delay_label(delay_s)} for their next attempt",
+                )
+                for delay_s in self.retry_delays_s
+            )
+        exchanges = (
+            ExchangeDeclaration(self.events_exchange, ExchangeType.TOPIC, "every event, by type"),
+            ExchangeDeclaration(
+                self.dead_letter_exchange,
+                ExchangeType.DIRECT,
+                "dead letters, by their command queue",
+            ),
+        )
+        return Declarations(exchanges, tuple(queues), tuple(bindings))
+
 
 async def declare_topology(channel: AbstractChannel, topology: Topology) -> None:
     """Declare every exchange, queue and binding; idempotent, safe to run at every start.
@@ -143,36 +227,21 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> None
 
 
 async def _declare(channel: AbstractChannel, topology: Topology) -> None:
-    events = await channel.declare_exchange(
-        topology.events_exchange, ExchangeType.TOPIC, durable=True
-    )
-    dead_letter = await channel.declare_exchange(
-        topology.dead_letter_exchange, ExchangeType.DIRECT, durable=True
-    )
-    for queue_name, keys in topology.event_queue_bindings().items():
-        queue = await channel.declare_queue(
-            queue_name, durable=True, arguments=topology.plain_queue_arguments()
+    plan = topology.declarations()
+    exchanges: dict[str, AbstractExchange] = {}
+    for exchange in plan.exchanges:
+        exchanges[exchange.name] = await channel.declare_exchange(
+            exchange.name, exchange.type, durable=True
         )
-        for key in keys:
-            await queue.bind(events, routing_key=key)
-    for command_queue in topology.command_queues:
-        await channel.declare_queue(
-            command_queue,
-            durable=True,
-            arguments=topology.command_queue_arguments(command_queue),
+    queues: dict[str, AbstractQueue] = {}
+    for queue in plan.queues:
+        queues[queue.name] = await channel.declare_queue(
+            queue.name, durable=True, arguments=dict(queue.arguments)
         )
-        dead = await channel.declare_queue(
-            topology.dead_letter_queue(command_queue),
-            durable=True,
-            arguments=topology.plain_queue_arguments(),
+    for binding in plan.bindings:
+        await queues[binding.queue].bind(
+            exchanges[binding.exchange], routing_key=binding.routing_key
         )
-        await dead.bind(dead_letter, routing_key=command_queue)
-        for delay_s in topology.retry_delays_s:
-            await channel.declare_queue(
-                topology.retry_queue(command_queue, delay_s),
-                durable=True,
-                arguments=topology.retry_queue_arguments(command_queue, delay_s),
-            )
 
 
 __all__ = [
@@ -182,6 +251,10 @@ __all__ = [
     "OUTBOUND_RECEIPT_PREFIX",
     "OUTBOUND_STATUS_PREFIX",
     "SEND_RESULT_PREFIX",
+    "BindingDeclaration",
+    "Declarations",
+    "ExchangeDeclaration",
+    "QueueDeclaration",
     "Topology",
     "declare_topology",
 ]
