@@ -18,6 +18,9 @@ Layout (default names):
       outbound.sms         -> outbound.sms.dead
       outbound.import      -> outbound.import.dead
     outbound.sms.retry.5s  (TTL 5 s, dead-letters back to outbound.sms), one per delay tier
+    outbound.sms.backstop  what RabbitMQ itself dead-letters from outbound.sms (its delivery
+                           limit, an expired message): raw commands, consumed by the worker, which
+                           publishes a result and a redacted dead letter for each
 """
 
 from __future__ import annotations
@@ -115,6 +118,11 @@ class Topology:
     def dead_letter_queue(self, command_queue: str) -> str:
         return command_queue + self.dead_letter_suffix
 
+    def backstop_queue(self, command_queue: str) -> str:
+        """Where the broker dead-letters a command itself: never the user-facing dead queue,
+        as the raw body (an import's Dashboard password) must not land there."""
+        return command_queue + ".backstop"
+
     def retry_queue(self, command_queue: str, delay_s: float) -> str:
         return f"{command_queue}.retry.{_delay_label(delay_s)}"
 
@@ -133,9 +141,10 @@ class Topology:
 
     def command_queue_arguments(self, command_queue: str) -> dict[str, Any]:
         args = self.plain_queue_arguments()
-        # A message that keeps crashing consumers is dead-lettered by the broker itself.
-        args["x-dead-letter-exchange"] = self.dead_letter_exchange
-        args["x-dead-letter-routing-key"] = command_queue
+        # A message that keeps crashing consumers (or expires) is dead-lettered by the broker
+        # itself, raw, into the backstop queue the worker consumes.
+        args["x-dead-letter-exchange"] = ""
+        args["x-dead-letter-routing-key"] = self.backstop_queue(command_queue)
         if self.queue_type == "quorum":
             args["x-delivery-limit"] = self.delivery_limit
             args["x-dead-letter-strategy"] = "at-least-once"
@@ -188,6 +197,13 @@ class Topology:
                     command_queue,
                     self.command_queue_arguments(command_queue),
                     f"{what} from applications",
+                )
+            )
+            queues.append(
+                QueueDeclaration(
+                    self.backstop_queue(command_queue),
+                    self.plain_queue_arguments(),
+                    f"{what} RabbitMQ dead-lettered itself (raw, for the worker to finish)",
                 )
             )
             dead = self.dead_letter_queue(command_queue)

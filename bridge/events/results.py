@@ -28,6 +28,10 @@ class FailureReason(StrEnum):
     UNKNOWN_OUTCOME = "unknown-outcome"
     INVALID_COMMAND = "invalid-command"  # the message is not a valid command (poison)
     MISSING_CREDENTIALS = "missing-credentials"  # an import without Dashboard credentials
+    # Given back to the broker ``broker.delivery_limit`` times (a crash loop, a consumer that
+    # kept failing): a send may or may not have been sent.
+    DELIVERY_LIMIT = "delivery-limit"
+    EXPIRED = "expired"  # past its expiry or the maximum age before it could be sent
 
 
 class ResultError(BaseModel):

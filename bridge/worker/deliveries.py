@@ -98,6 +98,46 @@ class Rejected:
     id_source: IdSource
 
 
+@dataclass(eq=False, slots=True)
+class DeadLettered:
+    """A command RabbitMQ dead-lettered itself into a backstop queue, raw.
+
+    ``reason`` is the broker's word (``delivery_limit``, ``expired``, ``rejected``); ``parsed`` is
+    None when the body is no valid command (it never reached the worker's own check).
+    """
+
+    message: Inbound
+    queue: str  # the command queue it came from
+    kind: CommandKind
+    reason: str
+    parsed: ParsedCommand | None
+    command_id: str
+    id_source: IdSource
+    attempts: int
+
+
+def read_dead_lettered(message: Inbound, *, queue: str, kind: CommandKind) -> DeadLettered:
+    """Read a message of ``queue``'s backstop queue: which command, and why the broker gave up."""
+    headers: dict[str, Any] = dict(message.headers or {})
+    reason = _text(headers.get("x-first-death-reason")) or "unknown"
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        reason = _text(deaths[0].get("reason")) or reason
+    read = read_delivery(message, queue=queue, kind=kind)
+    if isinstance(read, Rejected):
+        return DeadLettered(message, queue, kind, reason, None, read.command_id, read.id_source, 0)
+    return DeadLettered(
+        message,
+        queue,
+        kind,
+        reason,
+        read.parsed,
+        read.command_id,
+        read.parsed.id_source,
+        read.attempts,
+    )
+
+
 def read_delivery(message: Inbound, *, queue: str, kind: CommandKind) -> Delivery | Rejected:
     headers: dict[str, Any] = dict(message.headers or {})
     parsed = parse_command(
@@ -207,10 +247,12 @@ __all__ = [
     "QUEUE",
     "REASON",
     "SENT_AT_MS",
+    "DeadLettered",
     "Delivery",
     "Rejected",
     "carried_headers",
     "epoch_ms",
     "error_headers",
+    "read_dead_lettered",
     "read_delivery",
 ]

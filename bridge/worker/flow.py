@@ -25,7 +25,7 @@ from bridge.settings import WorkerSettings
 from bridge.worker import deliveries as h
 from bridge.worker.consumer import CommandConsumer, OnMessage
 from bridge.worker.decisions import Done, Outcome, PauseScope, Throttle
-from bridge.worker.deliveries import Delivery, Rejected, read_delivery
+from bridge.worker.deliveries import Delivery, Rejected, read_dead_lettered, read_delivery
 from bridge.worker.dispatcher import Dispatcher, InFlight
 from bridge.worker.executor import Executor
 from bridge.worker.limits import Limits
@@ -101,6 +101,14 @@ class CommandFlow:
 
         return on_message
 
+    def on_dead_lettered_for(self, queue: str, kind: CommandKind) -> OnMessage:
+        """The consumer of ``queue``'s backstop queue (what RabbitMQ dead-lettered itself)."""
+
+        async def on_message(message: Inbound) -> None:
+            await self._on_dead_lettered(message, queue=queue, kind=kind)
+
+        return on_message
+
     def stop_accepting(self) -> None:
         self._accepting = False
 
@@ -148,6 +156,29 @@ class CommandFlow:
                 )
             else:
                 self.send_dispatcher.wake()
+
+    async def _on_dead_lettered(self, message: Inbound, *, queue: str, kind: CommandKind) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.track(task)
+        try:
+            dead = read_dead_lettered(message, queue=queue, kind=kind)
+            finish = self._planner.for_dead_lettered(dead, now=_now())
+        except Exception:  # the per-message boundary, as for commands
+            log.exception("unexpected failure reading dead-lettered message %s", message.message_id)
+            await self._consumer.settle(message, GIVE_BACK, command_id=message.message_id or "")
+            return
+        log.warning(
+            "RabbitMQ dead-lettered command %s from %s itself (%s): publishing its failed result",
+            dead.command_id,
+            queue,
+            dead.reason,
+            extra={"command_id": dead.command_id, "message_id": message.message_id},
+        )
+        if await self._consumer.settle(message, finish, command_id=dead.command_id):
+            reason = str(finish.dead_letter.headers[h.REASON]) if finish.dead_letter else ""
+            self._metrics.results.labels(kind.value, "failed").inc()
+            self._metrics.dead_letters.labels(reason).inc()
 
     async def _reject(self, rejected: Rejected) -> None:
         finish = self._planner.for_rejected(rejected, now=_now())

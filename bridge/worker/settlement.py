@@ -21,14 +21,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from bridge.broker.intake import Inbound
 from bridge.broker.topology import Topology
 from bridge.events.cloudevents import CloudEvent, EventType, deterministic_id
-from bridge.events.commands import CommandKind, ImportCommand, SendCommand, redacted_body
+from bridge.events.commands import (
+    CommandKind,
+    IdSource,
+    ImportCommand,
+    SendCommand,
+    redacted_body,
+)
 from bridge.events.envelope import Envelope
 from bridge.events.results import FailureReason, ImportResult, ResultError, SendResult
 from bridge.worker import deliveries as h
 from bridge.worker.decisions import AlreadyImported, Ambiguous, Done, Fail, Retry
-from bridge.worker.deliveries import Delivery, Rejected
+from bridge.worker.deliveries import DeadLettered, Delivery, Rejected
 from bridge.worker.scheduler import Park
 
 SOURCE = "catapult-bridge/worker"
@@ -99,45 +106,96 @@ class Planner:
         error = ResultError(
             category="invalid-command", code=rejected.poison.reason, message=rejected.poison.detail
         )
-        common: dict[str, Any] = {
-            "command_id": rejected.command_id,
-            "command_id_source": rejected.id_source,
-            "attempts": 0,
-            "outcome": "failed",
-            "reason": FailureReason.INVALID_COMMAND,
-            "error": error,
-        }
-        data = (SendResult if rejected.kind is CommandKind.SEND else ImportResult)(**common)
+        return self._failed_unread(
+            rejected.message,
+            kind=rejected.kind,
+            queue=rejected.queue,
+            command_id=rejected.command_id,
+            id_source=rejected.id_source,
+            attempts=0,
+            reason=FailureReason.INVALID_COMMAND,
+            error=error,
+            now=now,
+        )
+
+    def for_dead_lettered(self, dead: DeadLettered, *, now: datetime) -> Finish:
+        """A command the broker dead-lettered itself: its result, and the redacted dead letter."""
+        expired = dead.reason == "expired"
+        if expired:
+            text = "the command expired in its queue before the worker could take it"
+        else:
+            text = (
+                f"RabbitMQ gave up on the command ({dead.reason}) after the worker had it "
+                f"broker.delivery_limit ({self._topology.delivery_limit}) times without "
+                "settling it (a crash or a give-back each time)"
+            )
+            if dead.kind is CommandKind.SEND:
+                text += "; it may have been sent: look for its command id in Catapult's tags"
+        error = ResultError(category="broker", code=dead.reason, message=text)
+        return self._failed_unread(
+            dead.message,
+            kind=dead.kind,
+            queue=dead.queue,
+            command_id=dead.command_id,
+            id_source=dead.id_source,
+            attempts=dead.attempts,
+            reason=FailureReason.EXPIRED if expired else FailureReason.DELIVERY_LIMIT,
+            error=error,
+            now=now,
+        )
+
+    def _failed_unread(
+        self,
+        message: Inbound,
+        *,
+        kind: CommandKind,
+        queue: str,
+        command_id: str,
+        id_source: IdSource,
+        attempts: int,
+        reason: FailureReason,
+        error: ResultError,
+        now: datetime,
+    ) -> Finish:
+        """The failed result and dead letter of a message known only by its AMQP side."""
+        data = (SendResult if kind is CommandKind.SEND else ImportResult)(
+            command_id=command_id,
+            command_id_source=id_source,
+            attempts=attempts,
+            outcome="failed",
+            reason=reason,
+            error=error,
+        )
         result = self._result(
-            rejected.kind,
-            rejected.queue,
-            rejected.command_id,
+            kind,
+            queue,
+            command_id,
             "failed",
             data.to_data(),
-            correlation_id=rejected.message.correlation_id,
+            correlation_id=message.correlation_id,
             now=now,
         )
         headers = {
-            **h.carried_headers(rejected.message),
-            h.REASON: FailureReason.INVALID_COMMAND.value,
-            h.DETAIL: rejected.poison.detail,
-            h.ATTEMPTS: 0,
-            h.QUEUE: rejected.queue,
-            h.COMMAND_ID: rejected.command_id,
+            **h.carried_headers(message),
+            h.REASON: reason.value,
+            h.DETAIL: error.message,
+            h.ATTEMPTS: attempts,
+            h.QUEUE: queue,
+            h.COMMAND_ID: command_id,
             **h.error_headers(error),
         }
         dead = Envelope(
-            body=redacted_body(rejected.kind, rejected.message.body),
-            routing_key=rejected.queue,
-            message_id=rejected.command_id,
-            type=rejected.message.type or "",
-            content_type=rejected.message.content_type or JSON,
+            body=redacted_body(kind, message.body),
+            routing_key=queue,
+            message_id=command_id,
+            type=message.type or "",
+            content_type=message.content_type or JSON,
             headers=headers,
-            correlation_id=rejected.message.correlation_id,
-            reply_to=rejected.message.reply_to,
-            timestamp=rejected.message.timestamp or now,
+            correlation_id=message.correlation_id,
+            reply_to=message.reply_to,
+            timestamp=message.timestamp or now,
         )
-        return Finish(result, rejected.message.reply_to, dead, "failed")
+        return Finish(result, message.reply_to, dead, "failed")
 
     # -- finishing -------------------------------------------------------------------------------
 

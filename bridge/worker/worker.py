@@ -144,6 +144,12 @@ class Worker:
                 prefetch=prefetch,
                 on_message=flow.on_message_for(queue, kind),
             )
+            # What RabbitMQ dead-letters itself: each gets its result and a redacted dead letter.
+            await self._consumer.consume(
+                queue=self.topology.backstop_queue(queue),
+                prefetch=worker.number_concurrency,
+                on_message=flow.on_dead_lettered_for(queue, kind),
+            )
 
     async def stop(self) -> None:
         """Ordered, bounded shutdown (see the module docstring). Idempotent."""

@@ -1,0 +1,74 @@
+"""What RabbitMQ dead-letters itself (its delivery limit, an expired command) still ends as a
+result and a redacted dead letter, and no raw body lands in a queue an application reads."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from aio_pika.abc import AbstractIncomingMessage
+
+from bridge.events.cloudevents import EventType
+from tests.fixtures.worker import MakeWorkerEnv, WorkerEnv, send_body
+
+PASSWORD = "limit-test-dashboard-password"
+ACCOUNT = "4455667"
+USER = "limit-test-user"
+
+
+async def _give_back(env: WorkerEnv, queue: str, times: int) -> None:
+    """Take the command and give it back ``times`` times, as a crashing consumer would."""
+    deliveries: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+    channel = await env.connection.channel()
+    try:
+        amqp_queue = await channel.get_queue(queue, ensure=False)
+        tag = await amqp_queue.consume(deliveries.put)
+        for _ in range(times):
+            message = await asyncio.wait_for(deliveries.get(), 5)
+            await message.nack(requeue=True)
+        await amqp_queue.cancel(tag)
+    finally:
+        await channel.close()
+
+
+async def test_the_broker_delivery_limit_ends_in_a_result_and_a_redacted_dead_letter(
+    make_worker_env: MakeWorkerEnv,
+) -> None:
+    env = await make_worker_env(start=False, broker={"delivery_limit": 1})
+    command = {
+        "number": "+19195550100",
+        "applicationId": env.application_id,
+        "name": "n",
+        "accountId": ACCOUNT,
+        "userName": USER,
+        "password": PASSWORD,
+    }
+    imported = await env.publish(command, queue=env.topology.import_queue)
+    sent = await env.publish(send_body("given back too often"))
+    assert imported is not None
+    assert sent is not None
+    # Delivered twice and given back twice: over the limit of 1, the broker dead-letters both.
+    await _give_back(env, env.topology.import_queue, 2)
+    await _give_back(env, env.topology.send_queue, 2)
+    await env.worker.start()
+    for command_id, kind in ((imported, EventType.IMPORT_FAILED), (sent, EventType.SEND_FAILED)):
+        event = await env.result(command_id)
+        assert event["type"] == kind
+        assert event["data"]["reason"] == "delivery-limit"
+        assert event["data"]["error"]["code"] == "delivery_limit"
+        dead = await env.dead_letter(command_id)
+        assert (dead.headers or {})["x-bridge-reason"] == "delivery-limit"
+    dead_import = await env.dead_letter(imported)
+    assert orjson.loads(dead_import.body) == {
+        "number": "+19195550100",
+        "applicationId": env.application_id,
+        "name": "n",
+    }
+    assert env.dead.count == 2
+    for messages in env.dead.by_key.values():
+        for message in messages:
+            for secret in (PASSWORD, ACCOUNT, USER):
+                assert secret.encode() not in message.body
+    assert not env.simulator.state.requests  # nothing was sent late
+    for queue in (env.topology.backstop_queue(q) for q in env.topology.command_queues):
+        assert await env.queue_depth(queue) == 0
