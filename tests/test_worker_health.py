@@ -23,12 +23,14 @@ async def test_probes_follow_the_worker_and_metrics_count(make_worker_env: MakeW
         command_id = await env.publish(send_body())
         assert command_id is not None
         await env.result(command_id)
-        metrics = await (await http.get("/metrics")).text()
-        assert 'bridge_worker_results_total{command="send",outcome="succeeded"} 1.0' in metrics
-        assert 'bridge_worker_catapult_calls_total{operation="send",result="ok"} 1.0' in metrics
+        # The result is out before its command's ack is committed and counted: the stop waits
+        # for that settle.
         await env.worker.stop()
         assert env.worker.state is WorkerState.STOPPED
         assert (await http.get("/readyz")).status == 503
+        metrics = await (await http.get("/metrics")).text()
+        assert 'bridge_worker_results_total{command="send",outcome="succeeded"} 1.0' in metrics
+        assert 'bridge_worker_catapult_calls_total{operation="send",result="ok"} 1.0' in metrics
 
 
 async def test_a_shared_registry_carries_the_worker_metrics(make_worker_env: MakeWorkerEnv) -> None:

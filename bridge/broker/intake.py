@@ -50,9 +50,12 @@ class Intake:
         queue: str,
         prefetch: int,
         on_message: OnMessage,
+        transactional: bool = False,
     ) -> Intake:
+        """``transactional``: a channel without publisher confirms (a channel cannot have both),
+        for a consumer that settles in AMQP transactions on it (``tx.select`` is the caller's)."""
         with translated(f"consuming {queue}"):
-            channel = await connection.channel()
+            channel = await connection.channel(publisher_confirms=not transactional)
             await channel.set_qos(prefetch_count=prefetch)
             amqp_queue = await channel.get_queue(queue, ensure=False)
             tag = await amqp_queue.consume(on_message)
@@ -61,6 +64,14 @@ class Intake:
     @property
     def queue(self) -> str:
         return self._queue.name
+
+    @property
+    def channel(self) -> AbstractChannel:
+        return self._channel
+
+    @property
+    def consumer_tag(self) -> ConsumerTag | None:
+        return self._tag
 
     async def cancel(self) -> None:
         """Stop intake: the broker sends no more deliveries (those held stay unacked)."""

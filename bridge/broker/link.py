@@ -164,12 +164,18 @@ class BrokerLink:
         name = self._topology.events_exchange if exchange is None else exchange
         await self._publisher.publish(envelope, exchange=name, routing_key=routing_key)
 
-    async def consume(self, queue: str, *, prefetch: int, on_message: OnMessage) -> Intake:
+    async def consume(
+        self, queue: str, *, prefetch: int, on_message: OnMessage, transactional: bool = False
+    ) -> Intake:
         """Consume ``queue`` on a channel of its own, ``prefetch`` deliveries unacked at most."""
         if self._connection is None:
             raise ConnectFailed("unreachable", "not connected to RabbitMQ")
         return await Intake.open(
-            self._connection, queue=queue, prefetch=prefetch, on_message=on_message
+            self._connection,
+            queue=queue,
+            prefetch=prefetch,
+            on_message=on_message,
+            transactional=transactional,
         )
 
     async def redeclare(self) -> None:

@@ -112,7 +112,11 @@ class Worker:
     async def _start(self) -> None:
         settings = self.settings
         await self._link.connect()
-        self._consumer = CommandConsumer(link=self._link, metrics=self.metrics)
+        self._consumer = CommandConsumer(
+            link=self._link,
+            metrics=self.metrics,
+            commit_timeout_s=settings.broker.confirm_timeout_s,
+        )
         limits = Limits(settings.worker)
         executor = Executor(
             self._client,
