@@ -248,6 +248,9 @@ class WorkerSettings(_Section):
     # away (an hour, a garbled header) pauses the maximum.
     rate_limit_reset_min_s: PositiveFloat = 1.0
     rate_limit_reset_max_s: PositiveFloat = 60.0
+    # A command older than this (from its AMQP timestamp, else from when the worker first took
+    # it) is dead-lettered as expired instead of being sent late; unset: no maximum age.
+    max_age_s: PositiveFloat | None = None
 
     @model_validator(mode="after")
     def _check_bounds(self) -> WorkerSettings:

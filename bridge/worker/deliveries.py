@@ -39,6 +39,9 @@ LOOKUP = "x-bridge-lookup"
 # would round an epoch time to the nearest 128 s.
 SENT_AT_MS = "x-bridge-sent-at-ms"
 DUE_AT_MS = "x-bridge-due-at-ms"
+# When the command expires (epoch ms). An application may set it; the worker writes it on its
+# copies, from this header, the AMQP ``expiration`` and ``worker.max_age_s``, whichever is first.
+EXPIRES_AT_MS = "x-bridge-expires-at-ms"
 ID_SOURCE = "x-bridge-command-id-source"
 COMMAND_ID = "x-bridge-command-id"
 QUEUE = "x-bridge-queue"
@@ -65,6 +68,10 @@ class Delivery:
     sent_at_epoch_s: float | None
     due_at_epoch_s: float | None
     last_error: ResultError | None
+    expires_at_epoch_s: float | None = None
+
+    def is_expired(self, now_epoch_s: float) -> bool:
+        return self.expires_at_epoch_s is not None and now_epoch_s >= self.expires_at_epoch_s
 
     @property
     def kind(self) -> CommandKind:
@@ -136,6 +143,24 @@ def read_dead_lettered(message: Inbound, *, queue: str, kind: CommandKind) -> De
         read.parsed.id_source,
         read.attempts,
     )
+
+
+def expires_at(message: Inbound, *, now_epoch_s: float, max_age_s: float | None) -> float | None:
+    """When ``message`` expires (epoch seconds), or None: the earliest of its
+    ``x-bridge-expires-at-ms`` header, its AMQP ``expiration`` and ``max_age_s``, the last two
+    counted from its AMQP ``timestamp`` (else from ``now_epoch_s``, its first intake)."""
+    candidates = []
+    header = _epoch_s((message.headers or {}).get(EXPIRES_AT_MS))
+    if header is not None:
+        candidates.append(header)
+    timestamp = message.timestamp
+    origin = now_epoch_s if timestamp is None else timestamp.timestamp()
+    expiration = message.expiration
+    if isinstance(expiration, int | float):
+        candidates.append(origin + float(expiration))
+    if max_age_s is not None:
+        candidates.append(origin + max_age_s)
+    return min(candidates) if candidates else None
 
 
 def read_delivery(message: Inbound, *, queue: str, kind: CommandKind) -> Delivery | Rejected:
@@ -242,6 +267,7 @@ __all__ = [
     "ERROR_CODE",
     "ERROR_MESSAGE",
     "ERROR_STATUS",
+    "EXPIRES_AT_MS",
     "ID_SOURCE",
     "LOOKUP",
     "QUEUE",
@@ -253,6 +279,7 @@ __all__ = [
     "carried_headers",
     "epoch_ms",
     "error_headers",
+    "expires_at",
     "read_dead_lettered",
     "read_delivery",
 ]

@@ -20,12 +20,19 @@ from datetime import UTC, datetime
 from bridge.broker import Inbound, Topology
 from bridge.catapult import MAX_BATCH
 from bridge.events.commands import CommandKind
+from bridge.events.results import FailureReason, ResultError
 from bridge.logs import RESULTS_LOGGER
 from bridge.settings import WorkerSettings
 from bridge.worker import deliveries as h
 from bridge.worker.consumer import CommandConsumer, OnMessage
-from bridge.worker.decisions import Done, Outcome, PauseScope, Throttle
-from bridge.worker.deliveries import Delivery, Rejected, read_dead_lettered, read_delivery
+from bridge.worker.decisions import Done, Fail, Outcome, PauseScope, Throttle
+from bridge.worker.deliveries import (
+    Delivery,
+    Rejected,
+    expires_at,
+    read_dead_lettered,
+    read_delivery,
+)
 from bridge.worker.dispatcher import Dispatcher, InFlight
 from bridge.worker.executor import Executor
 from bridge.worker.limits import Limits
@@ -59,6 +66,7 @@ class CommandFlow:
         self._in_flight = in_flight
         self._clock = clock
         self._planner = Planner(topology)
+        self._max_age_s = settings.max_age_s
         self._accepting = True
         self._sends: SendScheduler[Delivery] = SendScheduler(
             limits,
@@ -142,6 +150,13 @@ class CommandFlow:
         if not self._accepting:
             await self._settle(delivery, GIVE_BACK)
             return
+        now_epoch = time.time()
+        delivery.expires_at_epoch_s = expires_at(
+            message, now_epoch_s=now_epoch, max_age_s=self._max_age_s
+        )
+        if delivery.is_expired(now_epoch):
+            await self._conclude(delivery, _expired(delivery))
+            return
         if kind is CommandKind.IMPORT:
             self._imports.admit(delivery)
             self.import_dispatcher.wake()
@@ -193,8 +208,9 @@ class CommandFlow:
 
     async def _run_sends(self, batch: list[Delivery]) -> None:
         live: list[Delivery] = []
+        expired: list[tuple[Delivery, Outcome]] = []
         try:
-            live = self._live(batch)
+            live, expired = self._unexpired(self._live(batch))
             self._update_gauges()
             results = await self._executor.run_sends(live) if live else []
         except asyncio.CancelledError:
@@ -205,17 +221,28 @@ class CommandFlow:
             # windows it counted in, for the sends waiting on it.
             self._limits.sends_answered([d.sender for d in batch], self._clock())
             self.send_dispatcher.wake()
-        await self._conclude_all(results)
+        await self._conclude_all(expired + results)
 
     async def _run_import(self, batch: list[Delivery]) -> None:
-        live = self._live(batch)
+        live, expired = self._unexpired(self._live(batch))
         self._update_gauges()
         try:
             results = [(d, await self._executor.run_import(d)) for d in live]
         except asyncio.CancelledError:
             await asyncio.shield(self._give_back(live))
             raise
-        await self._conclude_all(results)
+        await self._conclude_all(expired + results)
+
+    @staticmethod
+    def _unexpired(
+        batch: list[Delivery],
+    ) -> tuple[list[Delivery], list[tuple[Delivery, Outcome]]]:
+        """The commands still in time, and the expired ones with their outcome: never sent late."""
+        now_epoch = time.time()
+        live = [d for d in batch if not d.is_expired(now_epoch)]
+        if len(live) == len(batch):
+            return batch, []
+        return live, [(d, _expired(d)) for d in batch if d.is_expired(now_epoch)]
 
     def _live(self, batch: list[Delivery]) -> list[Delivery]:
         # A delivery whose channel closed (connection lost) cannot be acked any more and the
@@ -337,6 +364,15 @@ class CommandFlow:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _expired(delivery: Delivery) -> Fail:
+    text = "the command expired before it could be sent (its expiry or worker.max_age_s)"
+    if delivery.needs_lookup:
+        text += "; an earlier delivery may have sent it"
+    return Fail(
+        FailureReason.EXPIRED, ResultError(category="expired", code="expired", message=text)
+    )
 
 
 __all__ = ["CommandFlow"]
