@@ -23,16 +23,26 @@ nothing, sent) while the copy later went out again. So each command channel is t
 effect before ``tx.commit`` (RabbitMQ applies a transaction's publishes and acks at the commit, and
 a channel that dies before it applies none). Acks and nacks on such a channel are transactional
 too, so every settle goes through the channel's ``Committer``, which commits what has gathered
-in one ``tx.commit`` (group commit: one round trip for many settles under load). Results and dead
-letters still go through the confirm channel before their ack: a kill between the two gives a
-second result with the same event id, which consumers drop.
+in one ``tx.commit`` (group commit: one round trip for many settles under load).
+
+Inside a transaction RabbitMQ routes the publishes at the commit, in the same step as the acks: a
+copy to a queue that no longer exists (an operator deleted a delay tier) is dropped while its
+original's ack takes effect, and the ``basic.return`` of a mandatory publish comes only then (and
+aiormq does not hand returns of a channel without confirms to its caller). So just before
+``tx.commit`` the committer declares each queue the commit's copies go to, with the arguments of
+the one topology: a no-op when the queue is there, the queue again when it was deleted. What is
+left is a queue deleted in the instant between that declaration and the commit. Results and
+dead letters still go through the confirm channel before their ack: a kill between the two gives
+a second result with the same event id, which consumers drop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from aio_pika.abc import AbstractChannel
 
@@ -71,11 +81,21 @@ class Committer:
     ``settle`` queues one and waits for the commit that carries it: True once committed, False
     when the channel failed first (nothing of it took effect; the broker delivers the message
     again). One commit runs at a time; what arrives meanwhile goes into the next.
+
+    ``queue_arguments``: every queue a copy may go to, with its declared arguments (the
+    topology's): each is declared again before a commit publishes a copy to it.
     """
 
-    def __init__(self, channel: AbstractChannel, *, timeout_s: float) -> None:
+    def __init__(
+        self,
+        channel: AbstractChannel,
+        *,
+        timeout_s: float,
+        queue_arguments: Mapping[str, Mapping[str, Any]],
+    ) -> None:
         self._channel = channel
         self._timeout_s = timeout_s
+        self._queue_arguments = queue_arguments
         self._pending: list[_Settle] = []
         self._running: asyncio.Task[None] | None = None
         # The underlying channel in transaction mode: a reconnected robust channel is a new one,
@@ -134,6 +154,12 @@ class Committer:
                     await item.message.ack()
                 else:
                     await item.message.nack(requeue=True)
+            for queue in dict.fromkeys(i.copy[0] for i in live if i.copy is not None):
+                # There when the commit routes the copies (see the module docstring); not part
+                # of the transaction, and a no-op for a queue that is there.
+                await channel.queue_declare(
+                    queue, durable=True, arguments=dict(self._queue_arguments[queue])
+                )
             await channel.tx_commit()
         return live
 
@@ -147,6 +173,7 @@ class CommandConsumer:
         self._commit_timeout_s = commit_timeout_s
         self._intakes: list[Intake] = []
         self._committers: dict[str, Committer] = {}
+        self._copy_queues = {q.name: q.arguments for q in link.topology.declarations().queues}
 
     async def consume(self, *, queue: str, prefetch: int, on_message: OnMessage) -> None:
         """Start consuming ``queue`` on a transactional channel of its own, ``prefetch`` unacked
@@ -157,7 +184,9 @@ class CommandConsumer:
         self._intakes.append(intake)
         # A robust queue consumes again under the same tag after a reconnection.
         self._committers[intake.consumer_tag or ""] = Committer(
-            intake.channel, timeout_s=self._commit_timeout_s
+            intake.channel,
+            timeout_s=self._commit_timeout_s,
+            queue_arguments=self._copy_queues,
         )
 
     async def cancel(self) -> None:
