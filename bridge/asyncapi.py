@@ -229,12 +229,13 @@ def build_document(settings: Settings | None = None) -> dict[str, Any]:
             "summary": f"The worker takes {kind} commands and calls Catapult.",
         }
         dead = topology.dead_letter_queue(command_queue)
+        dead_key = topology.dead_letter_routing_key(command_queue)
         dead_channel = _key(dead, "queue")
         channels[dead_channel] = {
             "address": dead,
             "title": f"dead {kind} commands",
             "description": f"{kind.capitalize()} commands that cannot succeed, routed by "
-            f"{topology.dead_letter_exchange} (routing key {command_queue}).",
+            f"{topology.dead_letter_exchange} (routing key {dead_key}).",
             "messages": {f"{kind}DeadLetter": {"$ref": f"#/components/messages/{kind}DeadLetter"}},
             "bindings": _queue_binding(dead, topology.plain_queue_arguments()),
         }
@@ -285,8 +286,9 @@ def build_document(settings: Settings | None = None) -> dict[str, Any]:
             "version": version("catapult-bridge"),
             "description": "Commands to Bandwidth's Catapult v1 messaging API and its callbacks "
             "as CloudEvents, over RabbitMQ. Names are those of the default settings (each is a "
-            "broker.* setting). Retry queues (<command queue>.retry.<delay>) are the worker's own "
-            "and not listed.",
+            "broker.* setting). Retry queues (<command queue>.retry.<delay>) and backstop queues "
+            "(<command queue>.backstop: what RabbitMQ dead-letters itself, under the command "
+            "queue's name) are the worker's own and not listed.",
         },
         "defaultContentType": "application/json",
         "servers": {

@@ -4,16 +4,20 @@ result and a redacted dead letter, and no raw body lands in a queue an applicati
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import orjson
-from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection, ExchangeType
 
+from bridge.broker import Topology
 from bridge.events.cloudevents import EventType
+from bridge.settings import Settings
 from tests.fixtures.worker import MakeWorkerEnv, WorkerEnv, send_body
 
 PASSWORD = "limit-test-dashboard-password"
 ACCOUNT = "4455667"
 USER = "limit-test-user"
+IMPORT = {"number": "+19195550100", "applicationId": "a-1", "name": "n"}
 
 
 async def _give_back(env: WorkerEnv, queue: str, times: int) -> None:
@@ -72,3 +76,49 @@ async def test_the_broker_delivery_limit_ends_in_a_result_and_a_redacted_dead_le
     assert not env.simulator.state.requests  # nothing was sent late
     for queue in (env.topology.backstop_queue(q) for q in env.topology.command_queues):
         assert await env.queue_depth(queue) == 0
+
+
+async def test_queues_of_the_previous_version_are_taken_as_they_are(
+    make_worker_env: MakeWorkerEnv,
+    make_settings: Callable[..., Settings],
+    amqp: AbstractRobustConnection,
+) -> None:
+    """A deployment upgrading keeps its command queues: their arguments cannot change on a live
+    queue (RabbitMQ refuses a declaration that differs), so the bridge must start on them, and
+    a dead letter RabbitMQ makes itself must still not land raw where applications read."""
+    topology = Topology.from_settings(make_settings(broker={"delivery_limit": 1}))
+    channel = await amqp.channel()
+    # What the previous version declared: the command queues dead-letter to the dead-letter
+    # exchange under their own name, and the dead queues are bound to it under that name.
+    await channel.declare_exchange(topology.dead_letter_exchange, ExchangeType.DIRECT, durable=True)
+    for queue in topology.command_queues:
+        await channel.declare_queue(
+            queue,
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                "x-dead-letter-exchange": topology.dead_letter_exchange,
+                "x-dead-letter-routing-key": queue,
+                "x-delivery-limit": 1,
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+            },
+        )
+        dead = await channel.declare_queue(
+            topology.dead_letter_queue(queue), durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dead.bind(topology.dead_letter_exchange, routing_key=queue)
+    await channel.close()
+
+    env = await make_worker_env(start=False, broker={"delivery_limit": 1})
+    imported = await env.publish(
+        {**IMPORT, "accountId": ACCOUNT, "userName": USER, "password": PASSWORD},
+        queue=env.topology.import_queue,
+    )
+    assert imported is not None
+    await _give_back(env, env.topology.import_queue, 2)
+    await env.worker.start()
+    assert (await env.result(imported))["data"]["reason"] == "delivery-limit"
+    dead_letter = await env.dead_letter(imported)
+    assert orjson.loads(dead_letter.body) == IMPORT
+    assert env.dead.count == 1  # the redacted one only: the raw command went to the backstop

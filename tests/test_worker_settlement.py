@@ -166,7 +166,7 @@ def test_an_import_dead_letter_keeps_no_credentials() -> None:
     assert isinstance(finish, Finish)
     dead = finish.dead_letter
     assert dead is not None
-    assert dead.routing_key == IMPORT_QUEUE
+    assert dead.routing_key == IMPORT_QUEUE + ".dead"  # its dead queue, not the backstop
     assert b"pw-secret" not in dead.body
     assert dead.headers["app"] == "kept"
     assert "x-death" not in dead.headers

@@ -15,12 +15,22 @@ Layout (default names):
       result.import.*      -> outbound.import.results   one result per import command
     (default exchange)     -> outbound.sms, outbound.import       commands from applications
     bridge.dead-letter (direct)
-      outbound.sms         -> outbound.sms.dead
-      outbound.import      -> outbound.import.dead
+      outbound.sms.dead    -> outbound.sms.dead         the worker's dead letters (redacted)
+      outbound.import.dead -> outbound.import.dead
+      outbound.sms         -> outbound.sms.backstop     what RabbitMQ itself dead-letters from
+      outbound.import      -> outbound.import.backstop  outbound.sms (its delivery limit, an
+                                                        expired message): raw commands, consumed
+                                                        by the worker, which publishes a result
+                                                        and a redacted dead letter for each
     outbound.sms.retry.5s  (TTL 5 s, dead-letters back to outbound.sms), one per delay tier
-    outbound.sms.backstop  what RabbitMQ itself dead-letters from outbound.sms (its delivery
-                           limit, an expired message): raw commands, consumed by the worker, which
-                           publishes a result and a redacted dead letter for each
+
+The command queues dead-letter to ``bridge.dead-letter`` under their own name, as every version
+declared them (a live queue's arguments cannot change: RabbitMQ refuses a declaration that
+differs, so a changed argument would stop every existing deployment at start). Where those dead
+letters land is decided by the bindings, which can change on a live exchange: the backstop queue
+takes that key, and the binding earlier versions made from it to the dead queue, which would let
+raw bodies (an import's Dashboard password) reach it, is removed at every start
+(``Declarations.obsolete_bindings``).
 """
 
 from __future__ import annotations
@@ -75,6 +85,9 @@ class Declarations:
     exchanges: tuple[ExchangeDeclaration, ...]
     queues: tuple[QueueDeclaration, ...]
     bindings: tuple[BindingDeclaration, ...]
+    # Bindings earlier versions declared that must not stay: removed after the bindings are made
+    # (removing one that is not there is a no-op).
+    obsolete_bindings: tuple[BindingDeclaration, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +131,11 @@ class Topology:
     def dead_letter_queue(self, command_queue: str) -> str:
         return command_queue + self.dead_letter_suffix
 
+    def dead_letter_routing_key(self, command_queue: str) -> str:
+        """The key of the worker's own dead letters on the dead-letter exchange: the dead queue's
+        name (the command queue's name is the broker's own dead-lettering, to the backstop)."""
+        return self.dead_letter_queue(command_queue)
+
     def backstop_queue(self, command_queue: str) -> str:
         """Where the broker dead-letters a command itself: never the user-facing dead queue,
         as the raw body (an import's Dashboard password) must not land there."""
@@ -142,9 +160,10 @@ class Topology:
     def command_queue_arguments(self, command_queue: str) -> dict[str, Any]:
         args = self.plain_queue_arguments()
         # A message that keeps crashing consumers (or expires) is dead-lettered by the broker
-        # itself, raw, into the backstop queue the worker consumes.
-        args["x-dead-letter-exchange"] = ""
-        args["x-dead-letter-routing-key"] = self.backstop_queue(command_queue)
+        # itself, raw; the dead-letter exchange routes it to the backstop queue the worker
+        # consumes. Unchanged since the first version (see the module docstring).
+        args["x-dead-letter-exchange"] = self.dead_letter_exchange
+        args["x-dead-letter-routing-key"] = command_queue
         if self.queue_type == "quorum":
             args["x-delivery-limit"] = self.delivery_limit
             args["x-dead-letter-strategy"] = "at-least-once"
@@ -183,6 +202,7 @@ class Topology:
         command_holds = {self.send_queue: "send commands", self.import_queue: "import commands"}
         queues: list[QueueDeclaration] = []
         bindings: list[BindingDeclaration] = []
+        obsolete: list[BindingDeclaration] = []
         for queue_name, keys in self.event_queue_bindings().items():
             queues.append(
                 QueueDeclaration(queue_name, self.plain_queue_arguments(), events_holds[queue_name])
@@ -199,20 +219,27 @@ class Topology:
                     f"{what} from applications",
                 )
             )
+            backstop = self.backstop_queue(command_queue)
             queues.append(
                 QueueDeclaration(
-                    self.backstop_queue(command_queue),
+                    backstop,
                     self.plain_queue_arguments(),
                     f"{what} RabbitMQ dead-lettered itself (raw, for the worker to finish)",
                 )
             )
+            bindings.append(BindingDeclaration(self.dead_letter_exchange, command_queue, backstop))
             dead = self.dead_letter_queue(command_queue)
             queues.append(
                 QueueDeclaration(
                     dead, self.plain_queue_arguments(), f"{what} that cannot succeed (dead letters)"
                 )
             )
-            bindings.append(BindingDeclaration(self.dead_letter_exchange, command_queue, dead))
+            bindings.append(
+                BindingDeclaration(
+                    self.dead_letter_exchange, self.dead_letter_routing_key(command_queue), dead
+                )
+            )
+            obsolete.append(BindingDeclaration(self.dead_letter_exchange, command_queue, dead))
             queues.extend(
                 QueueDeclaration(
                     self.retry_queue(command_queue, delay_s),
@@ -226,10 +253,10 @@ class Topology:
             ExchangeDeclaration(
                 self.dead_letter_exchange,
                 ExchangeType.DIRECT,
-                "dead letters, by their command queue",
+                "dead letters: the worker's, and what RabbitMQ dead-letters itself",
             ),
         )
-        return Declarations(exchanges, tuple(queues), tuple(bindings))
+        return Declarations(exchanges, tuple(queues), tuple(bindings), tuple(obsolete))
 
 
 async def declare_topology(channel: AbstractChannel, topology: Topology) -> None:
@@ -256,6 +283,10 @@ async def _declare(channel: AbstractChannel, topology: Topology) -> None:
         )
     for binding in plan.bindings:
         await queues[binding.queue].bind(
+            exchanges[binding.exchange], routing_key=binding.routing_key
+        )
+    for binding in plan.obsolete_bindings:
+        await queues[binding.queue].unbind(
             exchanges[binding.exchange], routing_key=binding.routing_key
         )
 

@@ -186,7 +186,7 @@ class Planner:
         }
         dead = Envelope(
             body=redacted_body(kind, message.body),
-            routing_key=queue,
+            routing_key=self._topology.dead_letter_routing_key(queue),
             message_id=command_id,
             type=message.type or "",
             content_type=message.content_type or JSON,
@@ -259,7 +259,7 @@ class Planner:
         }
         return Envelope(
             body=redacted_body(delivery.kind, message.body),
-            routing_key=delivery.queue,
+            routing_key=self._topology.dead_letter_routing_key(delivery.queue),
             message_id=delivery.command_id,
             type=message.type or "",
             content_type=message.content_type or JSON,
