@@ -218,9 +218,8 @@ class Bench:
                 "account_messages_per_s": 0,
                 "number_messages_per_s": 0,
                 "number_requests_per_min": 0,
-                "health_port": _free_port(),
-                "health_host": "127.0.0.1",
             },
+            "operations": {"port": _free_port(), "host": "127.0.0.1"},
             "log": {"level": "INFO"},
         }
 
@@ -253,14 +252,11 @@ class Bench:
     async def delete(self, topology: Topology) -> None:
         assert self.amqp is not None
         channel = await self.amqp.channel()
-        names = [*topology.event_queue_bindings()]
-        for queue in topology.command_queues:
-            names += [queue, topology.dead_letter_queue(queue)]
-            names += [topology.retry_queue(queue, d) for d in topology.retry_delays_s]
-        for name in names:
-            await channel.queue_delete(name)
-        await channel.exchange_delete(topology.events_exchange)
-        await channel.exchange_delete(topology.dead_letter_exchange)
+        plan = topology.declarations()  # everything declare_topology made, nothing left behind
+        for queue in plan.queues:
+            await channel.queue_delete(queue.name)
+        for exchange in plan.exchanges:
+            await channel.exchange_delete(exchange.name)
         await channel.close()
 
     async def run_naive(self, latency_ms: float) -> Run:
