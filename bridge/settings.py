@@ -177,6 +177,13 @@ class ReceiverSettings(_Section):
     spool_dir: Path = Path("var/spool")
     spool_max_bytes: PositiveInt = 256 * 1024 * 1024
     shutdown_timeout_s: PositiveFloat = 10.0
+    # Slow clients: a request head must be complete within header_timeout_s of the connection
+    # opening (or of its previous answer: an idle kept-alive connection is closed then too), a
+    # body within body_timeout_s of its head. Catapult gives a callback 10 s in all.
+    header_timeout_s: PositiveFloat = 10.0
+    body_timeout_s: PositiveFloat = 10.0
+    # Open connections at most; one more is answered 503 and closed.
+    max_connections: PositiveInt = 512
     # Pause between attempts to reach RabbitMQ while it is down (first connection, spool drain).
     retry_interval_s: PositiveFloat = 1.0
 

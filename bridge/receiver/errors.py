@@ -5,6 +5,7 @@
      │    ├── BadCallback          400: a field, the body or the query is invalid (names the field)
      │    ├── Unauthorized         401: credentials or path token wrong (never says which)
      │    ├── MethodNotAllowed     405
+     │    ├── RequestTimeout       408: the body came too slowly (the connection is closed)
      │    ├── PayloadTooLarge      413
      │    └── UnsupportedMediaType 415
      └── ReceiverUnavailable       503: the callback could not be stored safely; Catapult then
@@ -64,6 +65,12 @@ class MethodNotAllowed(CallbackRejected):
     status = 405
     code = "method-not-allowed"
     title = "Method not allowed"
+
+
+class RequestTimeout(CallbackRejected):
+    status = 408
+    code = "request-timeout"
+    title = "Request timeout"
 
 
 class PayloadTooLarge(CallbackRejected):

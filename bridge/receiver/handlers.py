@@ -10,6 +10,7 @@ refused callback.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import logging
 import time
@@ -34,10 +35,12 @@ from bridge.receiver.errors import (
     BadCallback,
     PayloadTooLarge,
     ReceiverUnavailable,
+    RequestTimeout,
     Unauthorized,
     UnsupportedMediaType,
 )
 from bridge.receiver.keys import AUTH, METRICS, PUBLISHER, SETTINGS
+from bridge.settings import ReceiverSettings
 
 log = logging.getLogger(__name__)
 # One INFO line per callback stored (``log.per_message`` switches it off).
@@ -53,9 +56,14 @@ def _is_json(content_type: str) -> bool:
     )
 
 
-async def _read_body(request: web.Request) -> bytes:
+async def _read_body(request: web.Request, timeout_s: float) -> bytes:
     try:
-        return await request.read()
+        if request.content.is_eof():  # all of it came with the head, as with most callbacks
+            return await request.read()
+        async with asyncio.timeout(timeout_s):
+            return await request.read()
+    except TimeoutError as exc:
+        raise RequestTimeout(f"the body did not arrive within {timeout_s:g} s") from exc
     except web.RequestPayloadError as exc:
         # A body that ends before its length, a broken chunk, gzip that does not decompress.
         raise BadCallback(
@@ -82,8 +90,9 @@ def _decode(body: bytes, charset: str) -> str:
     raise BadCallback([FieldProblem("(body)", f"is not text in charset {shown(charset)}")])
 
 
-async def _read_fields(request: web.Request, max_bytes: int) -> Any:
+async def _read_fields(request: web.Request, settings: ReceiverSettings) -> Any:
     """The callback's fields as a JSON-like value (validated later) from the query or the body."""
+    max_bytes = settings.max_body_bytes
     if request.method == hdrs.METH_GET:
         if len(request.query_string) > max_bytes:
             raise PayloadTooLarge(f"the query is longer than the limit of {max_bytes} bytes")
@@ -96,13 +105,14 @@ async def _read_fields(request: web.Request, max_bytes: int) -> Any:
         raise PayloadTooLarge(f"the body of {length} bytes is over the limit of {max_bytes} bytes")
     content_type = request.content_type
     if _is_json(content_type):
-        body = await _read_body(request)
+        body = await _read_body(request, settings.body_timeout_s)
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise BadCallback([FieldProblem("(body)", f"is not valid JSON: {exc}")]) from exc
     if content_type == FORM:
-        text = _decode(await _read_body(request), request.charset or "utf-8")
+        body = await _read_body(request, settings.body_timeout_s)
+        text = _decode(body, request.charset or "utf-8")
         try:
             return fields_from_pairs(parse_qsl(text, keep_blank_values=True))
         except InvalidCallback as exc:
@@ -120,7 +130,7 @@ async def handle_callback(request: web.Request) -> web.Response:
     outcome = "rejected"
     try:
         app[AUTH].check(request.headers.get(hdrs.AUTHORIZATION), request.match_info.get("token"))
-        fields = await _read_fields(request, settings.max_body_bytes)
+        fields = await _read_fields(request, settings)
         try:
             callback = parse_callback(fields)
         except InvalidCallback as exc:

@@ -13,6 +13,8 @@ depth and size are read at scrape time from the journal, so the hot path pays no
     bridge_receiver_spool_bytes / _spool_max_bytes   spool size and its bound
     bridge_receiver_spool_drained_total              spooled events later confirmed by the broker
     bridge_receiver_broker_ready                     1 while connected with the topology declared
+    bridge_receiver_connections                      connections open to the callback server
+    bridge_receiver_connections_refused_total        refused at once: max_connections were open
 """
 
 from __future__ import annotations
@@ -67,6 +69,16 @@ class ReceiverMetrics:
         self.spool_drained = Counter(
             "bridge_receiver_spool_drained",
             "Spooled events later confirmed by RabbitMQ",
+            registry=self.registry,
+        )
+        self.connections = Gauge(
+            "bridge_receiver_connections",
+            "Connections open to the callback server",
+            registry=self.registry,
+        )
+        self.connections_refused = Counter(
+            "bridge_receiver_connections_refused",
+            "Connections answered 503 and closed at once: receiver.max_connections were open",
             registry=self.registry,
         )
         self.broker_ready = Gauge(

@@ -22,6 +22,7 @@ from bridge.receiver.errors import (
     MethodNotAllowed,
     PayloadTooLarge,
     ReceiverError,
+    RequestTimeout,
 )
 
 log = logging.getLogger(__name__)
@@ -89,10 +90,22 @@ def _from_http(exc: web.HTTPException, request: web.Request) -> ReceiverError:
     return error
 
 
+async def _answer_and_close(request: web.Request, response: web.Response) -> web.Response:
+    """Send the answer now and close: the rest of a trickling body is not waited for."""
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    if request.transport is not None:
+        request.transport.close()  # after the answer is flushed
+    return response
+
+
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except RequestTimeout as exc:
+        return await _answer_and_close(request, problem_response(exc))
     except ReceiverError as exc:
         return problem_response(exc)
     except web.HTTPException as exc:

@@ -11,6 +11,11 @@ or ``async with ReceiverServer(settings) as server: ...``. ``stop()`` closes the
 socket, waits up to ``receiver.shutdown_timeout_s`` for the callbacks in flight to be answered,
 then tears down the app's cleanup contexts in reverse: the drainer, the broker connection, the
 spool.
+
+Slow or greedy clients are bounded: a request head must be complete within
+``receiver.header_timeout_s`` (aiohttp's keep-alive timer), a body within
+``receiver.body_timeout_s`` (the handler), and at most ``receiver.max_connections`` are open
+(``connections.GatedSite``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from prometheus_client import CollectorRegistry
 from bridge.operations import Readiness
 from bridge.receiver import health
 from bridge.receiver.app import create_receiver_app
+from bridge.receiver.connections import GatedSite
 from bridge.receiver.keys import DRAINER, JOURNAL, LINK, METRICS
 from bridge.settings import Settings, reachable_host
 
@@ -45,6 +51,7 @@ class ReceiverServer:
         self._path = receiver.path
         self._host = receiver.host if host is None else host
         self._port = receiver.port if port is None else port
+        self._max_connections = receiver.max_connections
         # A GET callback carries its fields in the request line: let it be as long as a body may.
         line_bytes = max(8190, 2 * receiver.max_body_bytes + 8192)
         self._runner = web.AppRunner(
@@ -52,13 +59,23 @@ class ReceiverServer:
             access_log=None,
             shutdown_timeout=receiver.shutdown_timeout_s,
             max_line_size=line_bytes,
+            # aiohttp's keep-alive timer runs from the connection's start and from each answer,
+            # and closes the connection if no complete request head has come by then: the header
+            # timeout, which also ends idle keep-alive connections.
+            keepalive_timeout=receiver.header_timeout_s,
         )
         self._started = False
 
     async def start(self) -> None:
         try:
             await self._runner.setup()
-            site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
+            site = GatedSite(
+                self._runner,
+                self._host,
+                self._port,
+                limit=self._max_connections,
+                metrics=self.app[METRICS],
+            )
             await site.start()
         except BaseException:
             # Undo the cleanup contexts entered so far (the spool lock, a broker connection).
