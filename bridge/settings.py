@@ -186,6 +186,9 @@ class ReceiverSettings(_Section):
     max_connections: PositiveInt = 512
     # Pause between attempts to reach RabbitMQ while it is down (first connection, spool drain).
     retry_interval_s: PositiveFloat = 1.0
+    # A spool drain that fails (the disk, or events the broker refuses) retries after
+    # retry_interval_s, doubling up to this.
+    drain_retry_max_s: PositiveFloat = 30.0
 
     _set_means_not_blank = field_validator("username", "password", "path_token")(_not_blank)
 

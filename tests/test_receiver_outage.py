@@ -13,14 +13,14 @@ from typing import Any
 
 import aiohttp
 import orjson
-import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from bridge.broker import Envelope, Topology, declare_topology
 from bridge.broker.topology import INBOUND_SMS
 from bridge.operations import OperationsServer
 from bridge.receiver import ReceiverServer
-from bridge.receiver.spool import REJECTED_FILE, Journal, decode_record
+from bridge.receiver.segments import decode_record
+from bridge.receiver.spool import REJECTED_FILE, Journal
 from bridge.settings import Settings
 from tests.fixtures.receiver import (
     AUTH_HEADERS,
@@ -65,25 +65,6 @@ def subjects(messages: list[Any]) -> list[str]:
 
 def expected(numbers: range) -> list[str]:
     return [f"m-outage{n:04d}" for n in numbers]
-
-
-@pytest.fixture
-def proxied(
-    make_settings: Callable[..., Settings], broker_proxy: BrokerProxy
-) -> Callable[..., Settings]:
-    """Settings that reach the broker through the proxy, with quick retries."""
-
-    def build(**receiver: Any) -> Settings:
-        return make_settings(
-            broker={
-                "url": broker_proxy.url(reconnect_interval="0.1"),
-                "confirm_timeout_s": 1.0,
-                "connect_timeout_s": 1.0,
-            },
-            receiver={**CREDENTIALS, "retry_interval_s": 0.1, **receiver},
-        )
-
-    return build
 
 
 async def test_broker_down_at_start_spools_then_drains_in_order(

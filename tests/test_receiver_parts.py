@@ -17,10 +17,11 @@ from bridge.broker import Envelope
 from bridge.events.callbacks import FieldProblem
 from bridge.receiver.auth import CallbackAuth
 from bridge.receiver.dedup import DedupWindow
-from bridge.receiver.errors import BadCallback, SpoolFull, Unauthorized
+from bridge.receiver.errors import BadCallback, SpoolFailed, SpoolFull, Unauthorized
 from bridge.receiver.health import assess
 from bridge.receiver.problems import problem_response
-from bridge.receiver.spool import Journal, Position, decode_record, encode_record
+from bridge.receiver.segments import Position, decode_record, encode_record
+from bridge.receiver.spool import DAMAGED_FILE, Journal
 from bridge.settings import ReceiverSettings, SettingsError
 
 
@@ -131,6 +132,48 @@ async def test_a_damaged_record_is_skipped_not_fatal(tmp_path: Path) -> None:
     ]
     await reopened.commit(records[-1].end, len(records))
     assert reopened.is_empty
+    await reopened.close()
+
+
+async def test_a_torn_record_inside_the_spool_is_kept_aside_and_counted(tmp_path: Path) -> None:
+    journal = await Journal.open(tmp_path, max_bytes=32_000)  # 4096-byte segments
+    for n in range(60):
+        await journal.append(envelope(n))
+    await journal.close()
+    first, *_ = segments(tmp_path)
+    data = first.read_bytes()
+    last = data[data.rindex(b"\n", 0, len(data) - 1) + 1 : -1]
+    lost = decode_record(last).message_id
+    first.write_bytes(data[:-3])  # its last record loses its end: it fails its checksum
+    reopened = await Journal.open(tmp_path, max_bytes=32_000)
+    assert reopened.damaged == 1
+    assert (tmp_path / DAMAGED_FILE).read_bytes() == last[:-2] + b"\n"  # kept as it was found
+    assert await drain_all(reopened) == [f"id-{n}" for n in range(60) if f"id-{n}" != lost]
+    await reopened.close()
+
+
+async def test_a_write_that_cannot_be_taken_back_never_glues_records(tmp_path: Path) -> None:
+    # The next segment is /dev/full: a write there fails (ENOSPC) and so does cutting it back
+    # (ftruncate: EINVAL), real errors both. The journal must refuse that batch only, and put
+    # the next record on a fresh segment, not after whatever the failed write left.
+    journal = await Journal.open(tmp_path, max_bytes=32_000)
+    (tmp_path / "segment-000000000002.log").symlink_to("/dev/full")
+    written: list[int] = []
+    refused: list[int] = []
+    for n in range(60):
+        try:
+            await journal.append(envelope(n))
+        except SpoolFailed:
+            refused.append(n)
+        else:
+            written.append(n)
+    assert len(refused) == 1
+    assert await drain_all(journal) == [f"id-{n}" for n in written]
+    await journal.close()
+    # At the next start the link is still there: it is left alone, not read (it never ends).
+    reopened = await Journal.open(tmp_path, max_bytes=32_000)
+    await reopened.append(envelope(99))
+    assert await drain_all(reopened) == ["id-99"]
     await reopened.close()
 
 

@@ -2,9 +2,11 @@
 
 Resources live in cleanup contexts, in dependency order, each stored under its ``web.AppKey``:
 
-    spool_ctx     open (and recover) the journal            close: finish writes, persist cursor
+    spool_ctx     open (and recover) the journal and the     close: finish writes, persist cursors
+                  retry journal of refused events
     broker_ctx    connect (or keep trying in the background) close: the AMQP connection
-    delivery_ctx  dedup window, publisher, spool drainer     close: let a drain batch finish
+    delivery_ctx  dedup window, publisher, the main and the  close: let a drain batch finish
+                  retry drainer
 
 aiohttp tears them down in reverse order after the server has stopped accepting connections and
 the requests in flight have been answered (see ``server.py``), so shutdown is: stop accepting,
@@ -24,8 +26,18 @@ from bridge.operations import healthz
 from bridge.receiver import handlers
 from bridge.receiver.auth import CallbackAuth
 from bridge.receiver.dedup import DedupWindow
-from bridge.receiver.drainer import SpoolDrainer
-from bridge.receiver.keys import AUTH, DRAINER, JOURNAL, LINK, METRICS, PUBLISHER, SETTINGS
+from bridge.receiver.drainer import Backoff, SpoolDrainer
+from bridge.receiver.keys import (
+    AUTH,
+    DRAINER,
+    JOURNAL,
+    LINK,
+    METRICS,
+    PUBLISHER,
+    RETRY_DRAINER,
+    RETRY_JOURNAL,
+    SETTINGS,
+)
 from bridge.receiver.metrics import ReceiverMetrics
 from bridge.receiver.problems import problem_middleware
 from bridge.receiver.publishing import CallbackPublisher
@@ -34,6 +46,8 @@ from bridge.settings import Settings
 
 # Spooled events published per drain round, all confirms in flight at once.
 DRAIN_BATCH = 256
+# Under the spool directory: the journal of events the broker refused, retried after a pause.
+RETRY_DIR = "retry"
 CONNECTION_NAME = "catapult-bridge receiver"
 
 
@@ -43,9 +57,19 @@ async def spool_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     journal = await Journal.open(settings.spool_dir, max_bytes=settings.spool_max_bytes)
+    try:
+        retry = await Journal.open(
+            settings.spool_dir / RETRY_DIR, max_bytes=settings.spool_max_bytes
+        )
+    except BaseException:
+        await journal.close()
+        raise
+    journal.count_with(retry)  # one bound for both: refused events are still spooled events
     app[JOURNAL] = journal
-    app[METRICS].watch_spool(journal)
+    app[RETRY_JOURNAL] = retry
+    app[METRICS].watch_spool(journal, retry)
     yield
+    await retry.close()
     await journal.close()
 
 
@@ -68,19 +92,27 @@ async def delivery_ctx(app: web.Application) -> AsyncIterator[None]:
     app[PUBLISHER] = CallbackPublisher(
         link=app[LINK], journal=journal, dedup=dedup, metrics=app[METRICS]
     )
-    drainer = None
+    drainers: list[SpoolDrainer] = []
     if journal is not None:
-        drainer = SpoolDrainer(
-            journal,
-            app[LINK],
-            app[METRICS],
-            batch_size=DRAIN_BATCH,
-            retry_interval_s=settings.receiver.retry_interval_s,
-        )
-        app[DRAINER] = drainer
-        drainer.start()
+        retry = app[RETRY_JOURNAL]
+        receiver = settings.receiver
+        for key, name, source in ((DRAINER, "main", journal), (RETRY_DRAINER, "retry", retry)):
+            drainer = SpoolDrainer(
+                source,
+                app[LINK],
+                app[METRICS],
+                name=name,
+                refused_to=retry,
+                batch_size=DRAIN_BATCH,
+                backoff=Backoff(receiver.retry_interval_s, receiver.drain_retry_max_s),
+            )
+            app[key] = drainer
+            drainers.append(drainer)
+        app[METRICS].watch_drain(drainers[0])
+        for drainer in drainers:
+            drainer.start()
     yield
-    if drainer is not None:
+    for drainer in drainers:
         await drainer.stop(timeout_s=settings.broker.confirm_timeout_s)
 
 

@@ -1,7 +1,9 @@
 """The receiver's readiness, as the operations server's ``/readyz`` reports it.
 
 Ready only when the broker link is up with the topology declared and the spool drains normally
-(not stalled on failed publishes or disk errors, not nearly full). The report is JSON that says
+(not stalled on failed publishes or disk errors, not nearly full). Events the broker refused and
+that wait for their retry are reported (``retrying``) but do not make it unready: they hold
+nothing else back. The report is JSON that says
 which part is not ready. The decision is a pure function of a few numbers, tested by table; the
 probes themselves are served by ``bridge.operations``, never on the callback port.
 """
@@ -26,6 +28,7 @@ def assess(
     spool_records: int = 0,
     spool_bytes: int = 0,
     spool_max_bytes: int = 1,
+    retry_records: int = 0,
     drain_stalled: bool = False,
 ) -> Readiness:
     problems = []
@@ -46,6 +49,7 @@ def assess(
         spool |= {
             "state": state,
             "records": spool_records,
+            "retrying": retry_records,
             "bytes": spool_bytes,
             "max_bytes": spool_max_bytes,
         }
@@ -58,14 +62,19 @@ def assess(
     return Readiness(is_ready=not problems, report=report)
 
 
-def readiness(link: BrokerLink, journal: Journal | None, drainer: SpoolDrainer | None) -> Readiness:
+def readiness(
+    link: BrokerLink, journal: Journal | None, retry: Journal | None, drainer: SpoolDrainer | None
+) -> Readiness:
+    """``retry`` (events the broker refused) is reported; it stalls nothing else, so it does not
+    make the receiver unready, while a stalled main drain does."""
     if journal is None:
         return assess(broker_state=link.state, spool_enabled=False)
     return assess(
         broker_state=link.state,
         spool_enabled=True,
         spool_records=journal.depth,
-        spool_bytes=journal.size_bytes,
+        spool_bytes=journal.used_bytes,
         spool_max_bytes=journal.max_bytes,
+        retry_records=0 if retry is None else retry.depth,
         drain_stalled=drainer is not None and drainer.is_stalled,
     )

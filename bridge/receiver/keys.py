@@ -1,8 +1,8 @@
 """The typed ``web.AppKey``s under which the receiver app keeps its parts.
 
 The composition root (``app.py``) stores each part as its cleanup context creates it; handlers
-read them. Parts that exist only with the spool switched on (``JOURNAL``, ``DRAINER``) are read
-with ``app.get``.
+read them. Parts that exist only with the spool switched on (``JOURNAL``, ``RETRY_JOURNAL``,
+``DRAINER``, ``RETRY_DRAINER``) are read with ``app.get``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", ReceiverMetrics)
 AUTH = web.AppKey("auth", CallbackAuth)
 JOURNAL = web.AppKey("journal", Journal)
+RETRY_JOURNAL = web.AppKey("retry_journal", Journal)
 LINK = web.AppKey("link", BrokerLink)
 DRAINER = web.AppKey("drainer", SpoolDrainer)
+RETRY_DRAINER = web.AppKey("retry_drainer", SpoolDrainer)
 PUBLISHER = web.AppKey("publisher", CallbackPublisher)

@@ -12,6 +12,10 @@ depth and size are read at scrape time from the journal, so the hot path pays no
     bridge_receiver_spool_records                    events on disk, not yet confirmed by the broker
     bridge_receiver_spool_bytes / _spool_max_bytes   spool size and its bound
     bridge_receiver_spool_drained_total              spooled events later confirmed by the broker
+    bridge_receiver_spool_retry_records              events the broker refused, waiting for a retry
+    bridge_receiver_spool_damaged_records            damaged records kept aside (since the start)
+    bridge_receiver_spool_drain_stalled              1 while the spool drain fails and retries
+    bridge_receiver_spool_drain_failures_total{reason}  disk | error: failed drain rounds
     bridge_receiver_broker_ready                     1 while connected with the topology declared
     bridge_receiver_connections                      connections open to the callback server
     bridge_receiver_connections_refused_total        refused at once: max_connections were open
@@ -25,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
     from bridge.broker import BrokerLink
+    from bridge.receiver.drainer import SpoolDrainer
     from bridge.receiver.spool import Journal
 
 OUTCOMES = ("published", "spooled", "duplicate", "rejected", "unauthorized", "unavailable")
@@ -81,6 +86,27 @@ class ReceiverMetrics:
             "Connections answered 503 and closed at once: receiver.max_connections were open",
             registry=self.registry,
         )
+        self.spool_retry_records = Gauge(
+            "bridge_receiver_spool_retry_records",
+            "Spooled events RabbitMQ refused (nacked, unroutable), waiting for their retry",
+            registry=self.registry,
+        )
+        self.spool_damaged_records = Gauge(
+            "bridge_receiver_spool_damaged_records",
+            "Damaged spool records (checksum failed, cut short) kept in damaged.log since start",
+            registry=self.registry,
+        )
+        self.spool_drain_stalled = Gauge(
+            "bridge_receiver_spool_drain_stalled",
+            "1 while the spool drain fails (the broker or the disk) and retries with backoff",
+            registry=self.registry,
+        )
+        self.spool_drain_failures = Counter(
+            "bridge_receiver_spool_drain_failures",
+            "Spool drain rounds that failed other than on the broker, by reason (disk, error)",
+            ["reason"],
+            registry=self.registry,
+        )
         self.broker_ready = Gauge(
             "bridge_receiver_broker_ready",
             "1 while connected to RabbitMQ with the topology declared",
@@ -91,10 +117,15 @@ class ReceiverMetrics:
         self.by_outcome[outcome].inc()
         self.duration.observe(duration_s)
 
-    def watch_spool(self, journal: Journal) -> None:
+    def watch_spool(self, journal: Journal, retry: Journal) -> None:
         self.spool_records.set_function(lambda: journal.depth)
-        self.spool_bytes.set_function(lambda: journal.size_bytes)
+        self.spool_bytes.set_function(lambda: journal.used_bytes)
         self.spool_max_bytes.set(journal.max_bytes)
+        self.spool_retry_records.set_function(lambda: retry.depth)
+        self.spool_damaged_records.set_function(lambda: journal.damaged + retry.damaged)
+
+    def watch_drain(self, drainer: SpoolDrainer) -> None:
+        self.spool_drain_stalled.set_function(lambda: 1.0 if drainer.is_stalled else 0.0)
 
     def watch_link(self, link: BrokerLink) -> None:
         self.broker_ready.set_function(lambda: 1.0 if link.is_ready else 0.0)

@@ -29,7 +29,7 @@ from bridge.operations import Readiness
 from bridge.receiver import health
 from bridge.receiver.app import create_receiver_app
 from bridge.receiver.connections import GatedSite
-from bridge.receiver.keys import DRAINER, JOURNAL, LINK, METRICS
+from bridge.receiver.keys import DRAINER, JOURNAL, LINK, METRICS, RETRY_JOURNAL
 from bridge.settings import Settings, reachable_host
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,9 @@ class ReceiverServer:
     def readiness(self) -> Readiness:
         """Ready to take callbacks: broker link up, spool draining; see ``health``."""
         app = self.app
-        return health.readiness(app[LINK], app.get(JOURNAL), app.get(DRAINER))
+        return health.readiness(
+            app[LINK], app.get(JOURNAL), app.get(RETRY_JOURNAL), app.get(DRAINER)
+        )
 
     @property
     def callback_url(self) -> str:
