@@ -258,6 +258,41 @@ async def test_an_event_the_broker_refuses_does_not_hold_or_repeat_those_behind_
     assert server.app[JOURNAL].is_empty
 
 
+async def test_a_full_spool_publishes_directly_while_the_broker_takes_events(
+    proxied: Callable[..., Settings],
+    broker_proxy: BrokerProxy,
+    make_receiver: MakeReceiver,
+    serve_operations: ServeOperations,
+    callback_client: aiohttp.ClientSession,
+    event_queues: OpenQueues,
+) -> None:
+    settings = proxied(spool_max_bytes=20_000, drain_retry_max_s=0.3)
+    await broker_proxy.cut()
+    server = await make_receiver(settings)
+    ops = await serve_operations(server)
+    answers = [await post(callback_client, server, n) for n in range(25)]
+    accepted = [n for n, (status, _) in enumerate(answers) if status == 200]
+    assert 0 < len(accepted) < 25
+    first = segments(settings.receiver.spool_dir)[0]
+    hidden = first.with_name("hidden")
+    first.rename(hidden)
+    first.mkdir()  # the drain cannot read: the spool stays full while RabbitMQ is back
+
+    await broker_proxy.restore()
+    await stalled(server)
+    _, report = await readiness(callback_client, ops)
+    assert report["spool"]["state"] == "nearly-full"
+    assert await post(callback_client, server, 100) == (200, "published")
+    queues = await event_queues(settings)
+    assert [subject(m) for m in await queues.take(queues.inbound, 1)] == ids(range(100, 101))
+
+    first.rmdir()
+    hidden.rename(first)
+    drained = [subject(m) for m in await queues.take(queues.inbound, len(accepted))]
+    assert drained == [f"m-fault{n:04d}" for n in accepted]
+    assert await queues.count(queues.inbound) == 0
+
+
 async def test_a_receiver_killed_with_events_in_its_spool_drains_them_after_a_restart(
     proxied: Callable[..., Settings],
     broker_proxy: BrokerProxy,

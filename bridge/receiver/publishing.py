@@ -4,13 +4,20 @@
 
 - a duplicate of an event stored within the dedup window: nothing to do (``DUPLICATE``);
 - the spool holds events, or the broker link is down: append to the spool, behind them, so the
-  queue receives events in arrival order (``SPOOLED``);
+  queue receives events in arrival order (``SPOOLED``); if the spool cannot take it (full, or the
+  disk fails) while the broker link is up, publish it at once instead (``PUBLISHED``);
 - otherwise publish (persistent, mandatory, confirmed within ``broker.confirm_timeout_s``) and
   answer after the confirm (``PUBLISHED``); if the broker does not take it, spool it.
 
-When neither works (spool off, full, or failing) it raises ``ReceiverUnavailable``: the answer is
-503 and Catapult calls the fallback URL. Concurrent callbacks publish concurrently on the one
-channel, so their confirms are awaited together rather than one after another.
+Order: the queue receives events in arrival order, except that an event published at once
+because the spool could not take it may reach the queue before older events still in the spool
+(and the drain's own exceptions, see ``drainer.py``). A full spool while RabbitMQ takes events
+is no reason to refuse a callback.
+
+When neither works (spool off, full, or failing, and the broker does not take the event) it
+raises ``ReceiverUnavailable``: the answer is 503 and Catapult calls the fallback URL. Concurrent
+callbacks publish concurrently on the one channel, so their confirms are awaited together rather
+than one after another.
 """
 
 from __future__ import annotations
@@ -65,7 +72,12 @@ class CallbackPublisher:
         envelope = event.to_envelope()
         journal = self._journal
         if journal is not None and (not journal.is_empty or not self._link.is_ready):
-            await self._spool(journal, envelope)
+            try:
+                await self._spool(journal, envelope)
+            except ReceiverUnavailable as exc:
+                if not self._link.is_ready:
+                    raise
+                return await self._publish_instead(envelope, exc)
             return Disposition.SPOOLED
         try:
             await self._link.publish(envelope)
@@ -83,6 +95,19 @@ class CallbackPublisher:
             )
             await self._spool(journal, envelope)
             return Disposition.SPOOLED
+        return Disposition.PUBLISHED
+
+    async def _publish_instead(
+        self, envelope: Envelope, refusal: ReceiverUnavailable
+    ) -> Disposition:
+        """The spool cannot take the event, the broker may: publish it ahead of the spool."""
+        try:
+            await self._link.publish(envelope)
+        except PublishFailed as exc:
+            self._metrics.publish_failures.labels(exc.reason).inc()
+            raise ReceiverUnavailable(
+                f"{refusal.detail}, and RabbitMQ did not take the event ({exc.reason})"
+            ) from exc
         return Disposition.PUBLISHED
 
     async def _spool(self, journal: Journal, envelope: Envelope) -> None:
