@@ -15,6 +15,7 @@ warning each) stay, the rest go, and the hot paths skip them after one ``isEnabl
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -36,9 +37,13 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD and v is not None}
 
 
+# A value that would not read as one ``key=value`` field: empty, or with a space, quote or ``=``.
+_NEEDS_QUOTES = re.compile(r"^$|[\s\"'=]")
+
+
 def _plain_value(value: Any) -> str:
-    text = str(value)
-    if not text or any(c.isspace() or c in "\"'=" for c in text):
+    text = value if type(value) is str else str(value)
+    if _NEEDS_QUOTES.search(text):
         return orjson.dumps(text).decode()  # quoted, with escapes: one field stays one field
     return text
 
