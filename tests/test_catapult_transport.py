@@ -185,10 +185,17 @@ async def test_waiting_for_a_free_connection_times_out_before_sending(
         return web.Response(status=201)
 
     server = await stub_server(never_answers)
-    async with make_client(server.base_url, max_connections=1) as client:
+    # The pool wait is bounded by the connect timeout, well before the first request's own
+    # deadline frees the connection: the second request can never be sent.
+    async with make_client(
+        server.base_url, max_connections=1, timeout_s=3.0, connect_timeout_s=0.3
+    ) as client:
         first = asyncio.create_task(client.send_message(MESSAGE))
         await asyncio.wait_for(server.entered.wait(), DEADLINE_S)  # holds the only connection
         second = asyncio.create_task(client.send_message(MESSAGE))
+        await asyncio.wait({second}, timeout=1.5)
+        assert second.done(), "the wait for a free connection is bounded by connect_timeout_s"
+        assert not first.done()
         done, _ = await asyncio.wait({first, second}, timeout=DEADLINE_S)
     assert done == {first, second}
     assert isinstance(first.exception(), AmbiguousError)

@@ -103,7 +103,12 @@ class CatapultSession:
         if timeout_s <= 0 or connect_timeout_s <= 0 or max_connections <= 0:
             raise ValueError("timeout_s, connect_timeout_s and max_connections must be positive")
         self._authorization = authorization
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
+        # ``connect`` bounds the wait for a free connection of the pool as well as the connect
+        # itself: a request that cannot even get a connection fails as "not sent" within it,
+        # instead of waiting for the whole ``total`` and racing the requests that hold the pool.
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeout_s, connect=connect_timeout_s, sock_connect=connect_timeout_s
+        )
         self._timeout_s = timeout_s
         self._max_connections = max_connections
         self.state = SessionState.IDLE
