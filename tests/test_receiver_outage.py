@@ -34,9 +34,9 @@ from tests.fixtures.receiver import (
 OpenQueues = Callable[[Settings], Awaitable[EventQueues]]
 
 
-def inbound(n: int) -> dict[str, Any]:
+def inbound(n: int, *, kind: str = "sms") -> dict[str, Any]:
     return {
-        "eventType": "sms",
+        "eventType": kind,
         "direction": "in",
         "messageId": f"m-outage{n:04d}",
         "from": "+13233326955",
@@ -44,11 +44,15 @@ def inbound(n: int) -> dict[str, Any]:
         "text": f"message {n}",
         "time": "2026-01-01T00:00:00Z",
         "state": "received",
+        **({"media": ["https://x.test/a.gif"]} if kind == "mms" else {}),
     }
 
 
-async def post(client: aiohttp.ClientSession, server: ReceiverServer, n: int) -> tuple[int, str]:
-    async with client.post(server.callback_url, json=inbound(n), headers=AUTH_HEADERS) as response:
+async def post(
+    client: aiohttp.ClientSession, server: ReceiverServer, n: int, *, kind: str = "sms"
+) -> tuple[int, str]:
+    fields = inbound(n, kind=kind)
+    async with client.post(server.callback_url, json=fields, headers=AUTH_HEADERS) as response:
         body = orjson.loads(await response.read())
         return response.status, body["status"] if response.status == 200 else body["type"]
 

@@ -17,7 +17,6 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import orjson
@@ -39,46 +38,14 @@ from tests.fixtures.receiver import (
     MakeReceiver,
     ServeOperations,
 )
+from tests.test_receiver_outage import expected, inbound, post, readiness
 
 OpenQueues = Callable[[Settings], Awaitable[EventQueues]]
 DEADLINE_S = 10.0
 
 
-def callback(n: int, *, kind: str = "sms") -> dict[str, Any]:
-    return {
-        "eventType": kind,
-        "direction": "in",
-        "messageId": f"m-fault{n:04d}",
-        "from": "+13233326955",
-        "to": "+13865245000",
-        "text": f"message {n}",
-        "time": "2026-01-01T00:00:00Z",
-        "state": "received",
-        **({"media": ["https://x.test/a.gif"]} if kind == "mms" else {}),
-    }
-
-
-async def post(
-    client: aiohttp.ClientSession, server: ReceiverServer, n: int, *, kind: str = "sms"
-) -> tuple[int, str]:
-    async with client.post(
-        server.callback_url, json=callback(n, kind=kind), headers=AUTH_HEADERS
-    ) as response:
-        body = orjson.loads(await response.read())
-        return response.status, body["status"] if response.status == 200 else body["type"]
-
-
-async def readiness(client: aiohttp.ClientSession, ops: OperationsServer) -> tuple[int, Any]:
-    async with client.get(ops.base_url + "/readyz") as response:
-        return response.status, (await response.json())["receiver"]
-
-
 def subject(message: AbstractIncomingMessage) -> str:
     return str(orjson.loads(message.body)["subject"])
-
-
-def ids(numbers: range) -> list[str]:
-    return [f"m-fault{n:04d}" for n in numbers]
 
 
 def segments(directory: Path) -> list[Path]:
@@ -173,7 +140,7 @@ async def test_a_spool_that_cannot_be_read_stalls_the_drain_until_the_disk_heals
     segment.rmdir()
     hidden.rename(segment)  # the disk is back: the next retry drains everything, in order
     queues = await event_queues(settings)
-    assert [subject(m) for m in await queues.take(queues.inbound, 11)] == ids(range(11))
+    assert [subject(m) for m in await queues.take(queues.inbound, 11)] == expected(range(11))
     await stalled(server, is_stalled=False)
     status, report = await readiness(callback_client, ops)
     assert (status, report["spool"]["state"]) == (200, "empty")
@@ -198,13 +165,13 @@ async def test_a_cursor_that_cannot_be_written_does_not_stop_the_drain(
 
     await broker_proxy.restore()
     queues = await event_queues(settings)
-    assert [subject(m) for m in await queues.take(queues.inbound, 10)] == ids(range(10))
+    assert [subject(m) for m in await queues.take(queues.inbound, 10)] == expected(range(10))
     await stalled(server)
     status, report = await readiness(callback_client, ops)
     assert (status, report["spool"]["state"]) == (503, "stalled")
     # Drained, if not yet on disk: a new callback is not held behind anything.
     assert await post(callback_client, server, 10) == (200, "published")
-    assert [subject(m) for m in await queues.take(queues.inbound, 1)] == ids(range(10, 11))
+    assert [subject(m) for m in await queues.take(queues.inbound, 1)] == expected(range(10, 11))
 
     (spool / "cursor.tmp").unlink()  # the disk heals: the cursor is written at the next retry
     await stalled(server, is_stalled=False)
@@ -212,7 +179,7 @@ async def test_a_cursor_that_cannot_be_written_does_not_stop_the_drain(
     await server.stop()
     again = await make_receiver(settings)  # nothing of the first ten is published again
     assert await post(callback_client, again, 11) == (200, "published")
-    assert [subject(m) for m in await queues.take(queues.inbound, 1)] == ids(range(11, 12))
+    assert [subject(m) for m in await queues.take(queues.inbound, 1)] == expected(range(11, 12))
     assert await queues.count(queues.inbound) == 0
 
 
@@ -235,8 +202,8 @@ async def test_an_event_the_broker_refuses_does_not_hold_or_repeat_those_behind_
     assert [await post(callback_client, server, n) for n in range(1, 20)] == [(200, "spooled")] * 19
 
     await broker_proxy.restore()  # the MMS at the head is refused (nacked) on every try
-    seen = await take_until(queues.inbound, set(ids(range(1, 20))))
-    assert [s for s in seen if s != "m-fault0000"] == ids(range(1, 20))  # once each, in order
+    seen = await take_until(queues.inbound, set(expected(range(1, 20))))
+    assert [s for s in seen if s != "m-outage0000"] == expected(range(1, 20))  # once each, in order
     await stalled(server, retry=True)
     _, report = await readiness(callback_client, ops)
     assert report["spool"]["retrying"] == 1
@@ -252,9 +219,9 @@ async def test_an_event_the_broker_refuses_does_not_hold_or_repeat_those_behind_
     ]
     # The other queue took the MMS on every refused try: one copy per retry, no more (the
     # retries back off from 0.1 s to 0.5 s), and none of the SMS came again.
-    copies = [s for s in seen + rest if s == "m-fault0000"]
+    copies = [s for s in seen + rest if s == "m-outage0000"]
     assert 1 <= len(copies) <= 12
-    assert set(rest) <= {"m-fault0000"}
+    assert set(rest) <= {"m-outage0000"}
     assert server.app[JOURNAL].is_empty
 
 
@@ -284,12 +251,12 @@ async def test_a_full_spool_publishes_directly_while_the_broker_takes_events(
     assert report["spool"]["state"] == "nearly-full"
     assert await post(callback_client, server, 100) == (200, "published")
     queues = await event_queues(settings)
-    assert [subject(m) for m in await queues.take(queues.inbound, 1)] == ids(range(100, 101))
+    assert [subject(m) for m in await queues.take(queues.inbound, 1)] == expected(range(100, 101))
 
     first.rmdir()
     hidden.rename(first)
     drained = [subject(m) for m in await queues.take(queues.inbound, len(accepted))]
-    assert drained == [f"m-fault{n:04d}" for n in accepted]
+    assert drained == [expected(range(n, n + 1))[0] for n in accepted]
     assert await queues.count(queues.inbound) == 0
 
 
@@ -338,7 +305,7 @@ async def test_a_receiver_killed_with_events_in_its_spool_drains_them_after_a_re
                 assert line, "the receiver exited before it listened"
         url = line.decode().split("receiver listening on ", 1)[1].strip()
         for n in range(30):
-            async with callback_client.post(url, json=callback(n), headers=AUTH_HEADERS) as answer:
+            async with callback_client.post(url, json=inbound(n), headers=AUTH_HEADERS) as answer:
                 assert (answer.status, (await answer.json())["status"]) == (200, "spooled")
         process.send_signal(signal.SIGKILL)  # no shutdown at all: the spool is as it was
         async with asyncio.timeout(DEADLINE_S):
@@ -350,7 +317,7 @@ async def test_a_receiver_killed_with_events_in_its_spool_drains_them_after_a_re
 
     await broker_proxy.restore()
     await make_receiver(settings)  # the same spool directory, its lock released by the kill
-    assert [subject(m) for m in await queues.take(queues.inbound, 30)] == ids(range(30))
+    assert [subject(m) for m in await queues.take(queues.inbound, 30)] == expected(range(30))
     assert await queues.count(queues.inbound) == 0
 
 
@@ -378,8 +345,8 @@ async def test_a_damaged_record_is_kept_aside_counted_and_drained_past(
     ops = await serve_operations(server)
     queues = await event_queues(settings)
     assert [subject(m) for m in await queues.take(queues.inbound, 2)] == [
-        "m-fault0000",
-        "m-fault0002",
+        "m-outage0000",
+        "m-outage0002",
     ]
     async with asyncio.timeout(DEADLINE_S):
         await server.app[JOURNAL].wait_empty()
@@ -390,7 +357,7 @@ async def test_a_damaged_record_is_kept_aside_counted_and_drained_past(
 
 def event(n: int) -> Envelope:
     return Envelope(
-        body=orjson.dumps({"subject": f"m-fault{n:04d}"}),
+        body=orjson.dumps({"subject": f"m-outage{n:04d}"}),
         routing_key=INBOUND_SMS,
         message_id=f"event-{n}",
         type="t",
