@@ -3,8 +3,9 @@
 The schemas are generated from the pydantic models (each part exposes ``SCHEMA_MODELS``: file stem
 -> model) and kept in ``schemas/`` so that consumers in other languages can validate against them
 without running Python. ``bridge schemas`` rewrites them, with the AsyncAPI document that
-refers to them (``bridge.asyncapi``, ``schemas/asyncapi.json``); ``bridge schemas --check`` (run
-by the tests) fails when a model changed and the files did not.
+refers to them (``bridge.asyncapi``, ``schemas/asyncapi.json``) and the receiver's OpenAPI
+document (``bridge.receiver.openapi``, ``schemas/receiver-openapi.json``); ``bridge schemas
+--check`` (run by the tests) fails when a model or a route changed and the files did not.
 """
 
 from __future__ import annotations
@@ -49,9 +50,11 @@ def render(model: type[BaseModel], mode: Mode) -> str:
 def rendered_files() -> dict[str, str]:
     """File name -> content of everything ``schemas/`` keeps."""
     from bridge import asyncapi
+    from bridge.receiver import openapi
 
     files = {f"{stem}.json": render(model, mode) for stem, (model, mode) in schema_models().items()}
     files[asyncapi.FILE_NAME] = asyncapi.render()
+    files[openapi.FILE_NAME] = openapi.render_openapi()
     return dict(sorted(files.items()))
 
 
