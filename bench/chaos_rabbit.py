@@ -31,7 +31,11 @@ DEFAULT_COOKIE = Path("/var/lib/rabbitmq/.erlang.cookie")
 DEFAULT_PID_FILE = Path("/var/lib/rabbitmq/mnesia/rabbit@localhost.pid")
 DEFAULT_AMQP_PORT = 5672
 # Where a run notes its node, so the next run can stop one left over by a killed runner.
-LEFTOVER_NOTE = Path("/tmp/bridge-chaos-node.pid")  # noqa: S108 - a fixed name, found by the next run
+NOTES = Path("/tmp")  # noqa: S108 - a fixed place, found by the next run
+
+
+def _note_path(name: str) -> Path:
+    return NOTES / f"bridge-chaos-node-{name.replace('@', '-')}.pid"
 
 
 class NodeError(RuntimeError):
@@ -183,7 +187,7 @@ class PrivateNode:
         await self.ctl("await_startup", "--timeout", str(int(timeout_s)), timeout_s=timeout_s)
         pid = self.os_pid()
         if pid is not None:
-            _note_leftover(pid, self.base)
+            _note_leftover(self.name, pid, self.base)
         deadline = time.monotonic() + 15
         while not _port_answers(self.amqp_port):  # the listener can lag the boot by a moment
             if time.monotonic() > deadline:
@@ -223,7 +227,7 @@ class PrivateNode:
             os.kill(pid, signal.SIGKILL)
         if keep_logs_in is not None and self.log_dir.exists():
             shutil.copytree(self.log_dir, keep_logs_in, dirs_exist_ok=True)
-        _forget_leftover()
+        _forget_leftover(self.name)
         shutil.rmtree(self.base, ignore_errors=True)
 
 
@@ -231,19 +235,20 @@ def _is_alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
 
-def _note_leftover(pid: int, base: Path) -> None:
-    LEFTOVER_NOTE.write_text(f"{pid} {base}\n")
+def _note_leftover(name: str, pid: int, base: Path) -> None:
+    _note_path(name).write_text(f"{pid} {base}\n")
 
 
-def _forget_leftover() -> None:
+def _forget_leftover(name: str) -> None:
     with contextlib.suppress(OSError):
-        LEFTOVER_NOTE.unlink()
+        _note_path(name).unlink()
 
 
 def stop_leftover_node(name: str) -> str | None:
-    """Kill the node a killed runner left behind (only if its command line is that node's)."""
+    """Kill the node ``name`` a killed runner left behind, and remove its directory (only when
+    the process behind the note is that node, started from that directory)."""
     try:
-        pid_text, _, base = LEFTOVER_NOTE.read_text().strip().partition(" ")
+        pid_text, _, base = _note_path(name).read_text().strip().partition(" ")
         pid = int(pid_text)
     except (OSError, ValueError):
         return None
@@ -252,11 +257,10 @@ def stop_leftover_node(name: str) -> str | None:
     except OSError:
         cmdline = ""
     note = None
-    if name in cmdline and base and base in cmdline:
+    if base and name in cmdline and base in cmdline:
         os.kill(pid, signal.SIGKILL)
         note = f"killed the node a previous run left behind (pid {pid})"
-    with contextlib.suppress(OSError):
-        LEFTOVER_NOTE.unlink()
-    if base:
+    _forget_leftover(name)
+    if base and Path(base).name.startswith("bridge-chaos-node-"):
         shutil.rmtree(base, ignore_errors=True)
     return note
