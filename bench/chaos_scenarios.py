@@ -56,7 +56,7 @@ async def rabbitmq_restart(stage: Stage) -> None:
     o = stage.options
 
     async def faults() -> None:
-        up_since = 0.0
+        up_since = -o.load_s  # the first outage comes early
         for at in (0.12 * o.load_s, 0.5 * o.load_s):
             # Up for a while between the two outages, whatever the node's start-up time.
             await stage.until(max(at, up_since + 0.25 * o.load_s))
