@@ -325,7 +325,6 @@ class Stage:
         stuck_s = max(options.quiet_s, 2 * max(self.worker_retry, default=0) + 10)
         t = self.topology
         results_queue = t.results_queue(t.send_queue)
-        dead_queue = t.dead_letter_queue(t.send_queue)
         last: tuple[int, int] | None = None
         last_change = self.now()
         why = "deadline"
@@ -335,7 +334,9 @@ class Stage:
                 break
             commands = sum(1 for c in self.ledger.commands.values() if c.confirmed)
             callbacks = sum(1 for c in self.ledger.callbacks.values() if c.is_2xx)
-            results = await self.rabbit.depths([results_queue, dead_queue])
+            # Every command ends in a result (a failed one has a dead letter besides): a dead
+            # letter without its result is a command not done, left to the stuck rule.
+            results = await self.rabbit.depths([results_queue])
             events = await self.rabbit.depths([t.inbound_queue, t.status_queue])
             queued = await self.rabbit.depths(self._command_queues())
             if results is not None and events is not None:
