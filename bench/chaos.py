@@ -10,7 +10,7 @@ at Catapult by id. The table at the end has one row per scenario; every loss and
 listed with its id, when it happened against the faults, and what the logs say about it. The
 exit status is 1 when any scenario lost or doubled anything (or a process exited by itself).
 
-    uv run --frozen python bench/chaos.py                      # every scenario (~8 min)
+    uv run --frozen python bench/chaos.py                      # every scenario (~10 min)
     uv run --frozen python bench/chaos.py --quick              # shorter loads and outages
     uv run --frozen python bench/chaos.py -s worker-kill -s catapult-away
     uv run --frozen python bench/chaos.py --list
