@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.simulator",
     "tests.fixtures.receiver",
     "tests.fixtures.worker",
+    "tests.fixtures.cluster",
 ]
