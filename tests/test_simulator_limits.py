@@ -136,6 +136,27 @@ async def test_batch_items_over_the_limit_get_per_item_errors(
     assert len(limited.state.messages) == 10
 
 
+async def test_refused_sends_are_counted_by_code_single_and_batch(
+    limited_api: SimulatorApi, limited: Simulator, sim_http: aiohttp.ClientSession
+) -> None:
+    assert [await send(limited_api, A) for _ in range(11)] == [201] * 10 + [403]
+    items = [{"from": A, "to": PEER, "text": str(i)} for i in range(2)]
+    assert (await limited_api.call("POST", "/messages", json=items)).status == 202
+    unknown = await limited_api.call(
+        "POST", "/messages", json={"from": "+19195550999", "to": PEER, "text": "x"}
+    )
+    assert unknown.status == 401
+    control = limited.base_url.removesuffix("/v1") + "/_sim/refusals"
+    async with sim_http.get(control) as answer:
+        assert answer.status == 200
+        counts = await answer.json()
+    assert sum(n for code, n in counts.items() if code.startswith("message-rate-limit")) == 3
+    assert counts["number-access-denied"] == 1
+    await limited.platform.reset()
+    async with sim_http.get(control) as answer:
+        assert await answer.json() == {}
+
+
 async def test_limits_change_and_switch_off_at_run_time(
     limited_api: SimulatorApi, limited: Simulator
 ) -> None:

@@ -2,7 +2,9 @@
 
 Inspection (``GET``, newest last, ``?limit=N`` keeps the last N): ``/_sim/requests``,
 ``/_sim/messages``, ``/_sim/numbers``, ``/_sim/applications``, ``/_sim/callbacks`` (every attempt
-with its outcome; ``?messageId=`` filters), ``/_sim/errors`` (user errors), ``/_sim/health``.
+with its outcome; ``?messageId=`` filters), ``/_sim/errors`` (user errors), ``/_sim/health``;
+``/_sim/refusals``: sends refused since the start or the last reset, by error code (a batch's
+items each count), e.g. ``{"message-rate-limit": 3}``.
 
 Steering:
 
@@ -114,6 +116,11 @@ async def health(request: web.Request) -> web.Response:
 async def list_requests(request: web.Request) -> web.Response:
     state = platform_of(request).state
     return json_response(_limit(request, [r.as_dict() for r in state.requests]))
+
+
+@routes.get("/_sim/refusals")
+async def list_refusals(request: web.Request) -> web.Response:
+    return json_response(dict(platform_of(request).state.send_refusals))
 
 
 @routes.get("/_sim/messages")

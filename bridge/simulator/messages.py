@@ -44,7 +44,18 @@ routes = web.RouteTableDef()
 
 
 def _admit(platform: Platform, raw: object) -> MessageRecord:
-    """Validate, authorise and rate-limit one message, then accept it; raise its ``Problem``."""
+    """Validate, authorise and rate-limit one message, then accept it; raise its ``Problem``.
+
+    Every refusal is counted by its code (``GET /_sim/refusals``).
+    """
+    try:
+        return _admit_one(platform, raw)
+    except Problem as problem:
+        platform.state.send_refusals[problem.code] += 1
+        raise
+
+
+def _admit_one(platform: Platform, raw: object) -> MessageRecord:
     request = parse_message(raw)
     if platform.state.number(request.from_) is None:
         raise errors.number_access_denied(platform.user_id, request.from_)

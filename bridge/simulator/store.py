@@ -14,7 +14,7 @@ import base64
 import os
 import time
 from bisect import bisect_left, bisect_right
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -289,6 +289,8 @@ class SimulatorState:
     requests: deque[RequestRecord] = field(init=False)
     callback_attempts: deque[CallbackAttempt] = field(init=False)
     user_errors: deque[UserError] = field(init=False)
+    # Send requests (and batch items) refused, by error code: what a client was told "no".
+    send_refusals: Counter[str] = field(default_factory=Counter)
     _order: deque[MessageRecord] = field(default_factory=deque)
     _by_sender: dict[str, deque[MessageRecord]] = field(default_factory=dict)
     _by_number: dict[str, NumberRecord] = field(default_factory=dict)
@@ -307,6 +309,7 @@ class SimulatorState:
         self.requests.clear()
         self.callback_attempts.clear()
         self.user_errors.clear()
+        self.send_refusals.clear()
         self._order.clear()
         self._by_sender.clear()
         self._by_number.clear()
