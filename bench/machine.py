@@ -23,16 +23,44 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def broker_pid() -> int | None:
-    """RabbitMQ's Erlang VM, when it runs on this machine (for its share of the CPU)."""
+def _listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local address is HEXIP:HEXPORT; state 0A is LISTEN
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def broker_pid(port: int | None = 5672) -> int | None:
+    """RabbitMQ's Erlang VM listening on AMQP ``port`` on this machine (for its share of the
+    CPU); with ``port`` None, or when none is found listening, the first Erlang VM found.
+
+    Several nodes may run on one machine (a cluster, a node of a test's own): the port says
+    which one serves the benchmark.
+    """
+    beams = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 if (entry / "comm").read_text().strip() == "beam.smp":
-                    return int(entry.name)
+                    beams.append(entry)
             except OSError:
                 continue
-    return None
+    sockets = {f"socket:[{inode}]" for inode in _listening_inodes(port)} if port else set()
+    for entry in beams:
+        try:
+            if any(os.readlink(fd) in sockets for fd in (entry / "fd").iterdir()):
+                return int(entry.name)
+        except OSError:
+            continue
+    return int(beams[0].name) if beams else None
 
 
 def speed_reference() -> float:
