@@ -406,7 +406,8 @@ async def floor(args: argparse.Namespace) -> None:
     channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
     await channel.set_qos(prefetch_count=args.concurrency * 50)
     queue = await channel.get_queue(args.queue)
-    publisher = Publisher(channel, confirm_timeout_s=60)  # the worker's own publish path
+    # The worker's own publish path.
+    publisher = Publisher(await channel.get_underlay_channel(), confirm_timeout_s=60)
     body = orjson.dumps({"outcome": "succeeded"})
 
     async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:

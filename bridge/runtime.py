@@ -28,7 +28,6 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from bridge.broker import BrokerError
 from bridge.catapult import CatapultClient
 from bridge.operations import OperationsServer, ReadinessCheck
 from bridge.receiver import ReceiverServer
@@ -207,7 +206,7 @@ async def run_bridge(settings: Settings, *, role: str = "all") -> int:
             except SettingsError as exc:
                 log.error("bridge: %s", exc)
                 return 2
-            except (BrokerError, OSError) as exc:
+            except OSError as exc:  # a port taken; RabbitMQ away is waited out, never fatal
                 log.error("bridge: cannot start the %s role: %s", role, exc)
                 return 1
             log.info("bridge running (role %s); SIGTERM or Ctrl-C stops it", role)

@@ -145,10 +145,23 @@ class BrokerSettings(_Section):
     confirm_timeout_s: PositiveFloat = 3.0
     connect_timeout_s: PositiveFloat = 5.0
     heartbeat_s: PositiveInt = 30
+    # While RabbitMQ is away each role tries again after a pause that doubles from the first to
+    # the most (each one drawn between half and all of it, so restarted bridges spread out).
+    reconnect_delay_s: PositiveFloat = 0.5
+    reconnect_max_delay_s: PositiveFloat = 15.0
     # Broker-side backstop against a message that crashes a consumer over and over (quorum only).
     delivery_limit: PositiveInt = 20
 
     _set_means_not_blank = field_validator("url")(_not_blank)
+
+    @model_validator(mode="after")
+    def _delays_in_order(self) -> BrokerSettings:
+        if self.reconnect_max_delay_s < self.reconnect_delay_s:
+            raise ValueError(
+                "broker.reconnect_max_delay_s must be at least broker.reconnect_delay_s "
+                f"({self.reconnect_max_delay_s:g} < {self.reconnect_delay_s:g})"
+            )
+        return self
 
     @property
     def display_url(self) -> str:
@@ -184,7 +197,7 @@ class ReceiverSettings(_Section):
     body_timeout_s: PositiveFloat = 10.0
     # Open connections at most; one more is answered 503 and closed.
     max_connections: PositiveInt = 512
-    # Pause between attempts to reach RabbitMQ while it is down (first connection, spool drain).
+    # Pause before a failed spool drain tries again (it doubles up to drain_retry_max_s).
     retry_interval_s: PositiveFloat = 1.0
     # A spool drain that fails (the disk, or events the broker refuses) retries after
     # retry_interval_s, doubling up to this.

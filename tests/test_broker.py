@@ -33,7 +33,7 @@ async def test_topology_is_idempotent_and_routes(
     await declare_topology(channel, topology)
     await declare_topology(channel, topology)  # twice: no PRECONDITION_FAILED
 
-    publisher = Publisher(channel, confirm_timeout_s=3)
+    publisher = Publisher(await channel.get_underlay_channel(), confirm_timeout_s=3)
     for key in (INBOUND_SMS, INBOUND_MMS):
         await publisher.publish(
             Envelope(body=b"{}", routing_key=key, message_id=f"id-{key}", type="t"),
@@ -50,7 +50,7 @@ async def test_unroutable_publish_fails(amqp: AbstractRobustConnection, make_set
     topology = Topology.from_settings(make_settings())
     channel = await open_confirm_channel(amqp)
     await declare_topology(channel, topology)
-    publisher = Publisher(channel, confirm_timeout_s=3)
+    publisher = Publisher(await channel.get_underlay_channel(), confirm_timeout_s=3)
     envelope = Envelope(
         body=b"{}",
         routing_key="nowhere.at.all",

@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Any
 
 import aio_pika
+import aiormq
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
@@ -77,8 +78,14 @@ def test_envelope_headers_keep_only_what_consumers_route_on() -> None:
 
 
 class Bench:
-    def __init__(self, channel: AbstractChannel, exchange: AbstractExchange, queue: Any) -> None:
-        self.channel, self.exchange, self.queue = channel, exchange, queue
+    def __init__(
+        self,
+        channel: AbstractChannel,
+        underlay: aiormq.abc.AbstractChannel,
+        exchange: AbstractExchange,
+        queue: Any,
+    ) -> None:
+        self.channel, self.underlay, self.exchange, self.queue = channel, underlay, exchange, queue
 
 
 @pytest.fixture
@@ -93,7 +100,8 @@ async def bench(amqp: AbstractRobustConnection) -> AsyncIterator[Bench]:
     )
     await full.bind(exchange, "full.#")
     channel = await open_confirm_channel(amqp)
-    yield Bench(channel, await channel.get_exchange(name), queue)
+    underlay = await channel.get_underlay_channel()
+    yield Bench(channel, underlay, await channel.get_exchange(name), queue)
     await queue.delete(if_unused=False, if_empty=False)
     await full.delete(if_unused=False, if_empty=False)
     await setup.close()
@@ -113,7 +121,7 @@ def envelope(key: str) -> Envelope:
 
 async def test_a_confirmed_publish_arrives_with_its_properties(bench: Bench) -> None:
     sent = envelope("ok.one")
-    await Publisher(bench.channel, confirm_timeout_s=5).publish(sent, exchange=bench.exchange.name)
+    await Publisher(bench.underlay, confirm_timeout_s=5).publish(sent, exchange=bench.exchange.name)
     got = await bench.queue.get(timeout=5)
     assert got.body == sent.body
     assert got.message_id == sent.message_id
@@ -128,7 +136,7 @@ async def test_a_confirmed_publish_arrives_with_its_properties(bench: Bench) -> 
 
 
 async def test_routing_key_overrides_the_envelope_one(bench: Bench) -> None:
-    await Publisher(bench.channel, confirm_timeout_s=5).publish(
+    await Publisher(bench.underlay, confirm_timeout_s=5).publish(
         envelope("nowhere"), exchange=bench.exchange.name, routing_key="ok.two"
     )
     assert (await bench.queue.get(timeout=5)).routing_key == "ok.two"
@@ -136,7 +144,7 @@ async def test_routing_key_overrides_the_envelope_one(bench: Bench) -> None:
 
 async def test_unroutable(bench: Bench) -> None:
     with pytest.raises(PublishFailed) as caught:
-        await Publisher(bench.channel, confirm_timeout_s=5).publish(
+        await Publisher(bench.underlay, confirm_timeout_s=5).publish(
             envelope("nowhere"), exchange=bench.exchange.name
         )
     assert caught.value.reason == "unroutable"
@@ -147,7 +155,7 @@ async def test_unroutable_without_on_return_raises(
 ) -> None:
     channel = await amqp.channel(publisher_confirms=True, on_return_raises=False)
     with pytest.raises(PublishFailed) as caught:
-        await Publisher(channel, confirm_timeout_s=5).publish(
+        await Publisher(await channel.get_underlay_channel(), confirm_timeout_s=5).publish(
             envelope("nowhere"), exchange=bench.exchange.name
         )
     assert caught.value.reason == "unroutable"
@@ -156,7 +164,7 @@ async def test_unroutable_without_on_return_raises(
 
 async def test_nacked(bench: Bench) -> None:
     with pytest.raises(PublishFailed) as caught:
-        await Publisher(bench.channel, confirm_timeout_s=5).publish(
+        await Publisher(bench.underlay, confirm_timeout_s=5).publish(
             envelope("full.one"), exchange=bench.exchange.name
         )
     assert caught.value.reason == "nacked"
@@ -165,7 +173,7 @@ async def test_nacked(bench: Bench) -> None:
 async def test_closed_channel_is_disconnected(bench: Bench) -> None:
     await bench.channel.close()
     with pytest.raises(PublishFailed) as caught:
-        await Publisher(bench.channel, confirm_timeout_s=5).publish(
+        await Publisher(bench.underlay, confirm_timeout_s=5).publish(
             envelope("ok.one"), exchange=bench.exchange.name
         )
     assert caught.value.reason == "disconnected"
@@ -173,7 +181,7 @@ async def test_closed_channel_is_disconnected(bench: Bench) -> None:
 
 async def test_no_confirm_in_time_is_a_timeout(bench: Bench) -> None:
     with pytest.raises(PublishFailed) as caught:
-        await Publisher(bench.channel, confirm_timeout_s=1e-9).publish(
+        await Publisher(bench.underlay, confirm_timeout_s=1e-9).publish(
             envelope("ok.one"), exchange=bench.exchange.name
         )
     assert caught.value.reason == "timeout"

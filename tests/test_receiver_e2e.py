@@ -219,7 +219,12 @@ async def test_callbacks_during_a_broker_outage_are_answered_and_drained(
     broker_proxy: BrokerProxy,
 ) -> None:
     settings = make_settings(
-        broker={"url": broker_proxy.url(reconnect_interval="0.1"), "connect_timeout_s": 1.0},
+        broker={
+            "url": broker_proxy.url(),
+            "connect_timeout_s": 1.0,
+            "reconnect_delay_s": 0.05,
+            "reconnect_max_delay_s": 0.2,
+        },
         receiver={**CREDENTIALS, "path_token": TOKEN, "retry_interval_s": 0.1},
     )
     receiver = await make_receiver(settings)

@@ -1,8 +1,9 @@
 """Broker outages: every callback answered 200 is spooled, then drained in order, none lost.
 
 The receiver reaches RabbitMQ through a TCP proxy the test cuts and restores (the real broker,
-which other tests use, stays up). Reconnection is quick: ``reconnect_interval`` in the URL and
-``receiver.retry_interval_s`` are 0.1 s. Waiting is always on the queue, with a deadline.
+which other tests use, stays up). Reconnection is quick: ``broker.reconnect_delay_s`` is 0.05 s
+(0.2 s at most) and ``receiver.retry_interval_s`` 0.1 s. Waiting is always on the queue, with a
+deadline.
 """
 
 from __future__ import annotations

@@ -191,6 +191,11 @@ def test_bad_override_is_named() -> None:
         load_settings(receiver={"port": "eighty"})
 
 
+def test_a_reconnect_cap_below_the_first_pause_is_named() -> None:
+    with pytest.raises(SettingsError, match=r"broker\.reconnect_max_delay_s must be at least"):
+        load_settings(broker={"reconnect_delay_s": 5, "reconnect_max_delay_s": 1})
+
+
 def test_every_bad_setting_is_reported_at_once(tmp_path: Path) -> None:
     path = _toml(tmp_path, "[receiver]\nport = 'x'\n[worker]\nconcurrency = -1\n")
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from bridge.broker import ConnectFailed
 from bridge.worker import Worker, WorkerState, create_health_app
 from tests.fixtures.worker import MakeWorkerEnv, send_body
 
@@ -43,14 +41,22 @@ async def test_a_shared_registry_carries_the_worker_metrics(make_worker_env: Mak
     assert not worker.is_ready
 
 
-async def test_a_worker_that_cannot_reach_the_broker_fails_to_start(
+async def test_a_worker_that_cannot_reach_the_broker_starts_and_is_not_ready(
     make_worker_env: MakeWorkerEnv,
 ) -> None:
     env = await make_worker_env(
         start=False, broker={"url": "amqp://guest:guest@127.0.0.1:1/", "connect_timeout_s": 1}
     )
-    worker = Worker(env.settings, env.client)
-    with pytest.raises(ConnectFailed, match="cannot connect"):
-        await worker.start()
-    assert worker.state is WorkerState.STOPPED
-    await worker.stop()  # harmless
+    worker = Worker(env.settings, env.client, registry=CollectorRegistry())
+    async with TestClient(TestServer(create_health_app(worker))) as http:
+        await worker.start()  # waits for the broker in the background; never raises for it
+        assert worker.state is WorkerState.RUNNING
+        assert not worker.is_ready
+        ready = await http.get("/readyz")
+        assert ready.status == 503
+        report = (await ready.json())["worker"]
+        assert (report["state"], report["broker"]) == ("running", "connecting")
+        assert report["problems"] == ["broker connecting"]
+        assert worker.metrics.registry.get_sample_value("bridge_worker_ready") == 0.0
+        await worker.stop()
+    assert worker.state.value == "stopped"

@@ -7,13 +7,12 @@ from typing import Any
 
 import orjson
 import pytest
-from aio_pika import IncomingMessage
 from aio_pika.abc import AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 from pamqp import commands as spec
 from pamqp.header import ContentHeader
 
-from bridge.broker import Topology
+from bridge.broker import Inbound, Topology
 from bridge.events.commands import CommandKind, IdSource
 from bridge.events.results import FailureReason, ResultError
 from bridge.settings import load_settings
@@ -37,7 +36,7 @@ def _message(
     headers: dict[str, Any] | None = None,
     redelivered: bool = False,
     reply_to: str | None = None,
-) -> IncomingMessage:
+) -> Inbound:
     properties = spec.Basic.Properties(
         message_id=message_id,
         headers=headers or {},
@@ -54,7 +53,7 @@ def _message(
         body=data,
         channel=None,  # type: ignore[arg-type]  # never acked here
     )
-    return IncomingMessage(delivered)
+    return Inbound(delivered)
 
 
 def _send(**kwargs: Any) -> Delivery:
@@ -226,7 +225,7 @@ def test_a_parked_send_carries_its_slot() -> None:
 async def test_a_delivery_whose_channel_closed_is_stale(
     amqp: AbstractRobustConnection,
 ) -> None:
-    """aio-pika raises on a closed channel's message instead of saying so: that is stale too."""
+    """A delivery whose channel closed can no longer be settled: it is stale."""
     channel = await amqp.channel()
     underlay = await channel.get_underlay_channel()
     delivered = DeliveredMessage(
@@ -235,7 +234,7 @@ async def test_a_delivery_whose_channel_closed_is_stale(
         body=orjson.dumps(SEND),
         channel=underlay,
     )
-    delivery = read_delivery(IncomingMessage(delivered), queue=SEND_QUEUE, kind=CommandKind.SEND)
+    delivery = read_delivery(Inbound(delivered), queue=SEND_QUEUE, kind=CommandKind.SEND)
     assert isinstance(delivery, Delivery)
     assert not delivery.is_stale
     await channel.close()

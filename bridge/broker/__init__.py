@@ -9,7 +9,7 @@ in ``bridge.events.envelope``, which imports nothing of this package.
 
 from bridge.broker.errors import BrokerError, ChannelFailed, ConnectFailed, PublishFailed
 from bridge.broker.intake import Inbound, Intake, OnMessage
-from bridge.broker.link import BrokerLink, LinkState, connect
+from bridge.broker.link import BrokerLink, LinkState, Session
 from bridge.broker.publisher import Publisher, open_confirm_channel
 from bridge.broker.topology import Topology, declare_topology
 from bridge.events.envelope import CLOUDEVENTS_JSON, Envelope
@@ -27,8 +27,8 @@ __all__ = [
     "OnMessage",
     "PublishFailed",
     "Publisher",
+    "Session",
     "Topology",
-    "connect",
     "declare_topology",
     "open_confirm_channel",
 ]

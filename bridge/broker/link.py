@@ -1,17 +1,24 @@
-"""``BrokerLink``: the one connection of a role to RabbitMQ, its topology, readiness and publishing.
+"""``BrokerLink``: a role's one connection to RabbitMQ, kept up for as long as the role runs.
 
-Both roles hold one: the receiver publishes its events through it, the worker publishes results,
-dead letters and retry copies through it and consumes the command queues on channels it opens.
-A link connects, declares the topology (``declare_topology``, the one definition both roles
-share), and says whether it is ready: ``is_ready`` is true exactly while publishing can work, so
-a callback arriving during an outage goes to the spool at once instead of waiting for a confirm
-timeout.
+Both roles hold one: the receiver publishes its events through it; the worker publishes results,
+dead letters and retry copies through it and consumes the command queues on channels it opens
+(``intake.py``). No role exits because the broker is away: the link connects in the background
+and keeps trying for as long as it lives.
 
-``start`` tries once within ``broker.connect_timeout_s`` and, if the broker cannot be reached,
-keeps trying in the background every ``receiver.retry_interval_s`` (the log says so once);
-``connect`` tries once and raises ``ConnectFailed``. Once connected, the robust connection
-reconnects by itself and restores the channels and the topology; its close and reconnect
-callbacks keep ``state`` current.
+A connection and the channels opened on it form a ``Session``. Opening one connects (within
+``broker.connect_timeout_s``), opens the confirm channel everything is published on, declares the
+topology (``declare_topology``, the one definition both roles share) and attaches every consumer
+registered with the link (each opens its channel and consumes again: nothing is left to a
+client library's own recovery). Only then is the link ready. A session ends when its connection
+or any of its channels closes, or the broker cancels a consumer (a deleted queue); the link then
+closes what is left of it (so every delivery of the old channels is stale: the broker delivers
+them again) and opens a new one, immediately once and then after pauses that double from
+``broker.reconnect_delay_s`` to ``broker.reconnect_max_delay_s``, each jittered (``backoff.py``).
+
+``is_ready`` is true exactly while a session is open, so a callback arriving during an outage
+goes to the spool at once instead of waiting for a confirm timeout, and readiness probes answer
+503. The log says once that the broker went away (or was not there at start), at debug level for
+each further attempt, and once that it is back.
 """
 
 from __future__ import annotations
@@ -19,59 +26,164 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any
 
-import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+import aiormq
+from aiormq.abc import AbstractChannel, AbstractConnection
+from yarl import URL
 
-from bridge.broker.errors import AMQP_FAILURES, BrokerError, ConnectFailed, PublishFailed
+from bridge.broker.backoff import Backoff
+from bridge.broker.errors import (
+    AMQP_FAILURES,
+    BrokerError,
+    ChannelFailed,
+    ConnectFailed,
+    PublishFailed,
+    describe,
+    translated,
+)
 from bridge.broker.intake import Intake, OnMessage
-from bridge.broker.publisher import Publisher, open_confirm_channel
+from bridge.broker.publisher import Publisher
 from bridge.broker.topology import Topology, declare_topology
 from bridge.events.envelope import Envelope
-from bridge.settings import BrokerSettings, Settings
+from bridge.settings import Settings, masked_url
 
 log = logging.getLogger(__name__)
 
+# A broker that stopped answering must not hold a shutdown.
+CLOSE_TIMEOUT_S = 5.0
+# Said when the broker was never reached: a first start without one.
+_HOW_TO_GET_ONE = (
+    "; no RabbitMQ? apt-get install rabbitmq-server (Debian/Ubuntu) or "
+    "docker run -d -p 5672:5672 rabbitmq:3.13-management, or set broker.url"
+)
+
 
 class LinkState(StrEnum):
-    CONNECTING = "connecting"
+    CONNECTING = "connecting"  # never connected yet
     READY = "ready"
-    DISCONNECTED = "disconnected"
+    DISCONNECTED = "disconnected"  # was connected, lost it, trying again
     CLOSED = "closed"
 
 
-async def connect(settings: BrokerSettings, *, name: str) -> AbstractRobustConnection:
-    """Open a robust (self-reconnecting) connection; raise ``ConnectFailed`` if unreachable."""
+class Session:
+    """One connection and the channels opened on it; ``ended`` resolves when any of them closes.
+
+    ``release`` takes back a channel the caller closes on purpose, so its close ends nothing.
+    """
+
+    def __init__(self, connection: AbstractConnection, *, address: str) -> None:
+        self.connection = connection
+        self.address = address
+        self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._watches: dict[int, tuple[asyncio.Future[Any], Callable[[asyncio.Future[Any]], None]]]
+        self._watches = {}
+        self._watch(connection, "the connection")
+
+    async def open_channel(
+        self, what: str, *, confirms: bool = False, watched: bool = True
+    ) -> AbstractChannel:
+        """A new channel; unless ``watched`` is false its close ends the session."""
+        with translated(f"opening a channel for {what}"):
+            channel = await self.connection.channel(
+                publisher_confirms=confirms, on_return_raises=True
+            )
+        if watched:
+            self._watch(channel, f"the channel for {what}")
+        return channel
+
+    def end(self, reason: str) -> None:
+        if not self.ended.done():
+            self.ended.set_result(reason)
+
+    def release(self, channel: AbstractChannel) -> None:
+        watched = self._watches.pop(id(channel), None)
+        if watched is not None:
+            observer, callback = watched
+            observer.remove_done_callback(callback)
+            observer.cancel()
+
+    async def close(self) -> None:
+        for observer, callback in self._watches.values():
+            observer.remove_done_callback(callback)
+            observer.cancel()
+        self._watches.clear()
+        self.end("closed")
+        with contextlib.suppress(*AMQP_FAILURES):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.connection.close()
+
+    def _watch(self, resource: AbstractConnection | AbstractChannel, what: str) -> None:
+        observer = resource.closing
+
+        def closed(future: asyncio.Future[Any]) -> None:
+            self.end(f"{what} closed ({_close_reason(future)})")
+
+        observer.add_done_callback(closed)
+        self._watches[id(resource)] = (observer, closed)
+
+
+def _close_reason(future: asyncio.Future[Any]) -> str:
+    if future.cancelled():
+        return "cancelled"
     try:
-        return await aio_pika.connect_robust(
-            settings.url.get_secret_value(),
-            timeout=settings.connect_timeout_s,
-            client_properties={"connection_name": name},
-            heartbeat=settings.heartbeat_s,
-        )
-    except AMQP_FAILURES as exc:
-        # The URL carries the password: only its masked form may reach the message.
-        raise ConnectFailed(
-            "unreachable", f"{settings.display_url}: {type(exc).__name__}"
-        ) from None
+        exc = future.exception()
+    except BaseException as raised:  # aiormq may close with CancelledError as the exception
+        exc = raised
+    return "closed" if exc is None else describe(exc)
+
+
+Attach = Callable[[Session], Awaitable[None]]
+
+
+class _ReportedByTheLink(logging.Filter):
+    """Drops aiormq's own line for each failed attempt and each lost connection.
+
+    The link reports those itself, once per outage; aiormq would repeat them at every attempt
+    (at ERROR, and with a traceback for each loss). Its other records pass.
+    """
+
+    TEMPLATES = frozenset(
+        {
+            "error when creating transport: %r",
+            "Cancelling cause reader exited abnormally",
+            "Consumer %r cancelled by the broker on %r",
+        }
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg not in self.TEMPLATES
+
+
+_CLIENT_FILTER = _ReportedByTheLink()
 
 
 class BrokerLink:
-    """One robust connection and one confirm channel, shared by every publish of a role."""
+    """A role's connection to RabbitMQ: publishing, consuming, readiness; reconnects itself."""
 
-    def __init__(self, settings: Settings, *, name: str) -> None:
-        self._broker = settings.broker
+    def __init__(self, settings: Settings, *, name: str, while_away: str = "") -> None:
+        broker = settings.broker
+        for client in ("aiormq.connection", "aiormq.channel"):
+            logging.getLogger(client).addFilter(_CLIENT_FILTER)  # once: filters are a set
+        self._broker = broker
         self._topology = Topology.from_settings(settings)
         self._name = name
-        self._retry_interval_s = settings.receiver.retry_interval_s
+        self._while_away = while_away
+        self._address = _amqp_url(broker.url.get_secret_value(), heartbeat_s=broker.heartbeat_s)
         self._state = LinkState.CONNECTING
         self._ready = asyncio.Event()
-        self._connection: AbstractRobustConnection | None = None
-        self._channel: AbstractChannel | None = None
+        self._tried = asyncio.Event()
+        self._session: Session | None = None
         self._publisher: Publisher | None = None
-        self._connector: asyncio.Task[None] | None = None
+        self._attached: list[Attach] = []
+        self._runner: asyncio.Task[None] | None = None
+        self._backoff = Backoff(
+            initial_s=broker.reconnect_delay_s, max_s=broker.reconnect_max_delay_s
+        )
+        self._outage_logged = False
+        self._away_since: float | None = None
 
     @property
     def state(self) -> LinkState:
@@ -85,71 +197,100 @@ class BrokerLink:
     def topology(self) -> Topology:
         return self._topology
 
+    @property
+    def address(self) -> str:
+        """The broker's URL, password masked."""
+        return masked_url(self._address)
+
     async def wait_ready(self) -> None:
         await self._ready.wait()
 
     async def start(self) -> None:
-        """Try to connect once; on failure keep trying in the background and return."""
-        try:
-            await self.connect()
-        except BrokerError as exc:
-            log.warning(
-                "%s: RabbitMQ is not reachable yet (%s); retrying in the background",
-                self._name,
-                exc,
-            )
-            self._connector = asyncio.create_task(
-                self._keep_trying(), name=f"{self._name} broker connect"
-            )
+        """Begin connecting; return once the first attempt is over, whatever its outcome.
 
-    async def connect(self) -> None:
-        """Connect, open the publish channel and declare the topology; raise ``BrokerError``."""
-        connection = await connect(self._broker, name=self._name)
-        try:
-            channel = await open_confirm_channel(connection)
-            await declare_topology(channel, self._topology)
-        except BrokerError:
-            with contextlib.suppress(*AMQP_FAILURES):
-                await connection.close()
-            raise
-        self._connection = connection
-        self._channel = channel
-        self._publisher = Publisher(channel, confirm_timeout_s=self._broker.confirm_timeout_s)
-        connection.close_callbacks.add(self._on_close)
-        connection.reconnect_callbacks.add(self._on_reconnect)
-        self._set_ready()
-        log.info(
-            "%s: connected to RabbitMQ at %s, topology declared",
-            self._name,
-            self._broker.display_url,
+        The link goes on trying in the background for as long as it is not closed.
+        """
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run(), name=f"{self._name} broker link")
+        await self._tried.wait()
+
+    def attach(self, attach: Attach) -> None:
+        """Run ``attach`` on every session from now on (after the topology is declared)."""
+        self._attached.append(attach)
+
+    def detach(self, attach: Attach) -> None:
+        with contextlib.suppress(ValueError):
+            self._attached.remove(attach)
+
+    async def consume(
+        self,
+        queue: str,
+        *,
+        prefetch: int,
+        on_message: OnMessage,
+        transactional: bool = False,
+        once: bool = False,
+    ) -> Intake:
+        """Consume ``queue`` on a channel of its own, ``prefetch`` deliveries unacked at most.
+
+        The intake consumes on every session, this one (if the link is ready) and those after a
+        reconnect. ``transactional``: the channel is in transaction mode and every settle of it
+        is committed (``committer.py``), so a copy and its original's ack take effect together.
+        With ``once`` it consumes on the current session only (``ChannelFailed`` if there is
+        none) and is never attached again: when the session ends, it has ended too.
+        """
+        intake = Intake(
+            self,
+            queue=queue,
+            prefetch=prefetch,
+            on_message=on_message,
+            transactional=transactional,
+            commit_timeout_s=self._broker.confirm_timeout_s,
         )
-
-    async def _keep_trying(self) -> None:
-        # The first failure was logged; the retries log at debug level only.
-        while True:
-            await asyncio.sleep(self._retry_interval_s)
+        session = self._session
+        if once:
+            if session is None or not self.is_ready:
+                raise ChannelFailed("disconnected", f"consuming {queue}: not connected")
+            await intake.attach(session)
+            return intake
+        self.attach(intake.attach)
+        if session is not None and self.is_ready:
             try:
-                await self.connect()
+                await intake.attach(session)
             except BrokerError as exc:
-                log.debug("%s: RabbitMQ is still not reachable: %s", self._name, exc)
-            else:
-                return
+                session.end(str(exc))
+        return intake
 
-    def _set_ready(self) -> None:
-        if self._state is not LinkState.CLOSED:
-            self._state = LinkState.READY
-            self._ready.set()
+    async def consumer_counts(self, queues: list[str]) -> dict[str, int | None]:
+        """How many consumers each queue has now (None: no such queue); passive declares.
 
-    def _on_close(self, _sender: Any, exc: BaseException | None = None) -> None:
-        if self._state is LinkState.CLOSED:
-            return
-        self._state = LinkState.DISCONNECTED
-        self._ready.clear()
-        log.warning("%s: lost the connection to RabbitMQ (%s)", self._name, type(exc).__name__)
-
-    def _on_reconnect(self, _sender: Any) -> None:
-        log.info("%s: reconnected to RabbitMQ", self._name)
-        self._set_ready()
+        On channels of their own, outside the session's watch: a missing queue closes its
+        channel (404), not the session. ``ChannelFailed`` when the link is down.
+        """
+        session = self._session
+        if session is None or not self.is_ready:
+            raise ChannelFailed("disconnected", "counting consumers: not connected")
+        counts: dict[str, int | None] = {}
+        channel: AbstractChannel | None = None
+        try:
+            for queue in queues:
+                if channel is None or channel.is_closed:
+                    channel = await session.open_channel("counting consumers", watched=False)
+                try:
+                    with translated(f"declaring {queue} passively"):
+                        ok = await channel.queue_declare(queue, passive=True)
+                except ChannelFailed as exc:
+                    if exc.reason != "refused":
+                        raise
+                    counts[queue] = None
+                else:
+                    counts[queue] = int(ok.consumer_count or 0)
+        finally:
+            if channel is not None and not channel.is_closed:
+                with contextlib.suppress(*AMQP_FAILURES):
+                    async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                        await channel.close()
+        return counts
 
     async def publish(
         self, envelope: Envelope, *, exchange: str | None = None, routing_key: str | None = None
@@ -159,48 +300,175 @@ class BrokerLink:
         ``exchange`` defaults to the events exchange ("" is the default exchange, where the
         routing key is a queue name); ``routing_key`` to the envelope's.
         """
-        if self._state is not LinkState.READY or self._publisher is None:
+        # The publisher exists from the moment the session's topology is declared: consumers
+        # attached to the session may settle before the link reports itself ready.
+        publisher = self._publisher
+        if publisher is None:
             raise PublishFailed("disconnected", "not connected to RabbitMQ")
         name = self._topology.events_exchange if exchange is None else exchange
-        await self._publisher.publish(envelope, exchange=name, routing_key=routing_key)
-
-    async def consume(
-        self, queue: str, *, prefetch: int, on_message: OnMessage, transactional: bool = False
-    ) -> Intake:
-        """Consume ``queue`` on a channel of its own, ``prefetch`` deliveries unacked at most."""
-        if self._connection is None:
-            raise ConnectFailed("unreachable", "not connected to RabbitMQ")
-        return await Intake.open(
-            self._connection,
-            queue=queue,
-            prefetch=prefetch,
-            on_message=on_message,
-            transactional=transactional,
-        )
+        await publisher.publish(envelope, exchange=name, routing_key=routing_key)
 
     async def redeclare(self) -> None:
         """Declare the topology again (after an unroutable publish: a queue was deleted)."""
-        if self._channel is None or not self.is_ready:
+        publisher = self._publisher
+        if publisher is None or not self.is_ready:
             return
         try:
-            await declare_topology(self._channel, self._topology)
+            async with asyncio.timeout(self._broker.connect_timeout_s):
+                await declare_topology(publisher.channel, self._topology)
+        except TimeoutError:
+            log.error("%s: declaring the topology again timed out", self._name)
         except BrokerError as exc:
-            log.error("cannot declare the topology again: %s", exc)
+            log.error("%s: cannot declare the topology again: %s", self._name, exc)
 
     async def close(self) -> None:
-        """Stop trying, close the connection (bounded: a broker that stopped answering must not
-        hold the shutdown)."""
+        """Stop trying and close the session (bounded)."""
         self._state = LinkState.CLOSED
         self._ready.clear()
-        if self._connector is not None:
-            self._connector.cancel()
+        self._tried.set()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._connector
-        connection, self._connection = self._connection, None
-        if connection is not None:
+                await runner
+        session, self._session = self._session, None
+        self._publisher = None
+        if session is not None:
+            await session.close()
+
+    # -- the session loop ------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._state is not LinkState.CLOSED:
+            try:
+                session = await self._open_session()
+            except BrokerError as exc:
+                pause_s = self._backoff.next_pause_s()
+                self._note_unreachable(exc, pause_s)
+                self._tried.set()
+                await asyncio.sleep(pause_s)
+                continue
+            opened_at = loop.time()
+            self._session = session
+            self._state = LinkState.READY
+            self._ready.set()
+            self._note_connected()
+            await self._attach_all(session)
+            self._tried.set()
+            reason = await session.ended
+            self._session = None
+            self._publisher = None
+            self._state = LinkState.DISCONNECTED
+            self._ready.clear()
+            await session.close()
+            self._note_lost(reason)
+            if loop.time() - opened_at < self._broker.reconnect_max_delay_s:
+                # A session that ends soon after it opened (a broker that keeps closing it) is
+                # not a recovery: keep backing off rather than reopening at once every time.
+                await asyncio.sleep(self._backoff.next_pause_s())
+            else:
+                self._backoff.reset()
+
+    async def _open_session(self) -> Session:
+        """Connect, open the publish channel and declare the topology: a session ready to use."""
+        connection = aiormq.Connection(
+            self._address, client_properties={"connection_name": self._name}
+        )
+        try:
+            async with asyncio.timeout(self._broker.connect_timeout_s):
+                await connection.connect()
+        except AMQP_FAILURES as exc:
             with contextlib.suppress(*AMQP_FAILURES):
-                async with asyncio.timeout(self._broker.connect_timeout_s):
-                    await connection.close()
+                await connection.close()
+            # The connection error may carry the URL: only the masked form is told.
+            raise ConnectFailed("unreachable", f"{self.address}: {describe(exc)}") from None
+        session = Session(connection, address=self.address)
+        try:
+            async with asyncio.timeout(self._broker.connect_timeout_s):
+                channel = await session.open_channel("publishing", confirms=True)
+                await declare_topology(channel, self._topology)
+        except TimeoutError:
+            await session.close()
+            took = f"opening the session took over {self._broker.connect_timeout_s:g} s"
+            raise ChannelFailed("disconnected", took) from None
+        except BrokerError:
+            await session.close()
+            raise
+        if session.ended.done():
+            reason = session.ended.result()
+            await session.close()
+            raise ChannelFailed("disconnected", reason)
+        self._publisher = Publisher(channel, confirm_timeout_s=self._broker.confirm_timeout_s)
+        return session
+
+    async def _attach_all(self, session: Session) -> None:
+        """Run every attachment on a new session, in order; a failure ends the session."""
+        try:
+            async with asyncio.timeout(self._broker.connect_timeout_s):
+                # By index: one registered meanwhile is attached too (``attach`` skips a session
+                # it is on already).
+                index = 0
+                while index < len(self._attached) and not session.ended.done():
+                    await self._attached[index](session)
+                    index += 1
+        except TimeoutError:
+            session.end(f"attaching consumers took over {self._broker.connect_timeout_s:g} s")
+        except BrokerError as exc:
+            session.end(str(exc))
+
+    # -- what the log says -----------------------------------------------------------------------
+
+    def _note_unreachable(self, exc: BrokerError, pause_s: float) -> None:
+        if self._outage_logged:
+            log.debug(
+                "%s: RabbitMQ still not reachable (%s); next attempt in %.2f s",
+                self._name,
+                exc,
+                pause_s,
+            )
+            return
+        self._outage_logged = True
+        self._away_since = asyncio.get_running_loop().time()
+        log.warning(
+            "%s: RabbitMQ is not reachable (%s); not ready, trying again every %g s at most%s%s",
+            self._name,
+            exc,
+            self._broker.reconnect_max_delay_s,
+            f"; {self._while_away}" if self._while_away else "",
+            _HOW_TO_GET_ONE if self._state is LinkState.CONNECTING else "",
+        )
+
+    def _note_lost(self, reason: str) -> None:
+        if self._state is LinkState.CLOSED:
+            return
+        self._outage_logged = True
+        self._away_since = asyncio.get_running_loop().time()
+        log.warning(
+            "%s: lost the connection to RabbitMQ at %s (%s); not ready, reconnecting%s",
+            self._name,
+            self.address,
+            reason,
+            f"; {self._while_away}" if self._while_away else "",
+        )
+
+    def _note_connected(self) -> None:
+        away = ""
+        if self._away_since is not None:
+            away = f" after {asyncio.get_running_loop().time() - self._away_since:.1f} s away"
+        self._outage_logged = False
+        self._away_since = None
+        log.info(
+            "%s: connected to RabbitMQ at %s%s, topology declared", self._name, self.address, away
+        )
 
 
-__all__ = ["BrokerLink", "LinkState", "connect"]
+def _amqp_url(url: str, *, heartbeat_s: int) -> str:
+    """``url`` with the heartbeat the settings ask for, unless the URL sets its own."""
+    parsed = URL(url)
+    if "heartbeat" not in parsed.query:
+        parsed = parsed.update_query(heartbeat=str(heartbeat_s))
+    return str(parsed)
+
+
+__all__ = ["Attach", "BrokerLink", "LinkState", "Session"]

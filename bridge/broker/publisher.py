@@ -1,4 +1,4 @@
-"""Persistent, mandatory, confirmed publishing on one confirm-mode channel.
+"""Persistent, mandatory, confirmed publishing on one confirm-mode aiormq channel.
 
 ``Publisher.publish`` returns only once RabbitMQ has confirmed the message; every way it can fail
 (closed channel, no confirm within the deadline, nack, no queue bound for the routing key)
@@ -12,7 +12,9 @@ import asyncio
 import logging
 
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel as AioPikaChannel
+from aio_pika.abc import AbstractConnection as AioPikaConnection
+from aiormq.abc import AbstractChannel
 
 from bridge.broker.errors import AMQP_FAILURES, PublishFailed, publish_failed, translated
 from bridge.events.envelope import Envelope
@@ -24,7 +26,7 @@ class Publisher:
     """Publishes on one confirm-mode channel; safe to share between tasks."""
 
     def __init__(self, channel: AbstractChannel, *, confirm_timeout_s: float) -> None:
-        self._channel = channel
+        self.channel = channel
         self._confirm_timeout_s = confirm_timeout_s
 
     async def publish(
@@ -32,18 +34,13 @@ class Publisher:
     ) -> None:
         """Publish to ``exchange`` ("" is the default exchange) and wait for the confirm.
 
-        Publishes on the channel's underlying aiormq channel with properties built straight from
-        the envelope (what aio-pika's ``exchange.publish(message)`` does, without the
-        intermediate ``aio_pika.Message``). Raises ``PublishFailed`` on any failure.
+        Properties are built straight from the envelope (no intermediate message object).
+        Raises ``PublishFailed`` on any failure.
         """
         key = envelope.routing_key if routing_key is None else routing_key
-        channel = self._channel
         try:
             async with asyncio.timeout(self._confirm_timeout_s):
-                if channel.is_closed:
-                    raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
-                underlay = await channel.get_underlay_channel()
-                result = await underlay.basic_publish(
+                result = await self.channel.basic_publish(
                     envelope.body,
                     exchange=exchange,
                     routing_key=key,
@@ -58,8 +55,12 @@ class Publisher:
             raise PublishFailed("unroutable", f"no queue is bound for {key!r}")
 
 
-async def open_confirm_channel(connection: AbstractRobustConnection) -> AbstractChannel:
-    """A channel in publisher-confirm mode where returned (unroutable) messages raise."""
+async def open_confirm_channel(connection: AioPikaConnection) -> AioPikaChannel:
+    """An aio-pika channel in confirm mode where returned (unroutable) messages raise.
+
+    For tools on an aio-pika connection; ``Publisher`` takes its underlying aiormq channel
+    (``await channel.get_underlay_channel()``).
+    """
     with translated("opening a confirm channel"):
         return await connection.channel(publisher_confirms=True, on_return_raises=True)
 

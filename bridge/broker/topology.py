@@ -39,7 +39,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, ExchangeType
+import aiormq
+from aio_pika.abc import AbstractChannel as AioPikaChannel
+from aio_pika.abc import ExchangeType
 
 from bridge.broker.errors import translated
 from bridge.events.envelope import (
@@ -259,36 +261,33 @@ class Topology:
         return Declarations(exchanges, tuple(queues), tuple(bindings), tuple(obsolete))
 
 
-async def declare_topology(channel: AbstractChannel, topology: Topology) -> None:
+async def declare_topology(
+    channel: aiormq.abc.AbstractChannel | AioPikaChannel, topology: Topology
+) -> None:
     """Declare every exchange, queue and binding; idempotent, safe to run at every start.
 
-    Raises ``ChannelFailed`` when the channel fails or the broker refuses a declaration (a queue
-    declared elsewhere with other arguments).
+    Declared through aiormq (an aio-pika channel is used through its underlying channel, so
+    nothing is remembered for aio-pika's own recovery). Raises ``ChannelFailed`` when the channel
+    fails or the broker refuses a declaration (a queue declared elsewhere with other arguments).
     """
     with translated("declaring the topology"):
+        if isinstance(channel, AioPikaChannel):
+            channel = await channel.get_underlay_channel()
         await _declare(channel, topology)
 
 
-async def _declare(channel: AbstractChannel, topology: Topology) -> None:
+async def _declare(channel: aiormq.abc.AbstractChannel, topology: Topology) -> None:
     plan = topology.declarations()
-    exchanges: dict[str, AbstractExchange] = {}
     for exchange in plan.exchanges:
-        exchanges[exchange.name] = await channel.declare_exchange(
-            exchange.name, exchange.type, durable=True
+        await channel.exchange_declare(
+            exchange.name, exchange_type=exchange.type.value, durable=True
         )
-    queues: dict[str, AbstractQueue] = {}
     for queue in plan.queues:
-        queues[queue.name] = await channel.declare_queue(
-            queue.name, durable=True, arguments=dict(queue.arguments)
-        )
+        await channel.queue_declare(queue.name, durable=True, arguments=dict(queue.arguments))
     for binding in plan.bindings:
-        await queues[binding.queue].bind(
-            exchanges[binding.exchange], routing_key=binding.routing_key
-        )
+        await channel.queue_bind(binding.queue, binding.exchange, routing_key=binding.routing_key)
     for binding in plan.obsolete_bindings:
-        await queues[binding.queue].unbind(
-            exchanges[binding.exchange], routing_key=binding.routing_key
-        )
+        await channel.queue_unbind(binding.queue, binding.exchange, routing_key=binding.routing_key)
 
 
 __all__ = [

@@ -74,7 +74,7 @@ async def spool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def broker_ctx(app: web.Application) -> AsyncIterator[None]:
-    link = BrokerLink(app[SETTINGS], name=CONNECTION_NAME)
+    link = BrokerLink(app[SETTINGS], name=CONNECTION_NAME, while_away="callbacks are spooled")
     app[LINK] = link
     app[METRICS].watch_link(link)
     await link.start()

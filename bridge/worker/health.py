@@ -19,10 +19,19 @@ from bridge.worker.worker import Worker
 
 def worker_readiness(worker: Worker) -> Readiness:
     ready = worker.is_ready
+    problems = []
+    if not ready:
+        broker = worker.broker_state
+        problems.append(
+            f"broker {broker}"
+            if broker != "ready"
+            else f"not consuming (state {worker.state.value})"
+        )
     report = {
         "status": "ready" if ready else "not-ready",
-        "problems": [] if ready else [f"not consuming (state {worker.state.value})"],
+        "problems": problems,
         "state": worker.state.value,
+        "broker": worker.broker_state,
     }
     return Readiness(ready, report)
 

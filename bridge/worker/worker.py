@@ -7,9 +7,13 @@
 
 or ``async with Worker(settings, client): ...``.
 
-``start`` connects to RabbitMQ through a ``BrokerLink`` (``bridge.broker``: the connection, the
-shared topology and the confirm channel for everything the worker publishes), starts the two
-dispatchers and consumes the send and import queues. Calls in flight are capped by
+``start`` builds the parts, starts the two dispatchers and connects to RabbitMQ through a
+``BrokerLink`` (``bridge.broker``: the connection, the shared topology, the confirm channel for
+everything the worker publishes, and a consumer of the send and import queues on every
+connection). Without RabbitMQ the worker starts anyway and waits, not ready, while the link keeps
+trying; after a reconnect it consumes again, and what it held from the lost channels is never
+sent (those deliveries are stale: the broker delivers them again, and a redelivered send is
+looked up before it is sent). Calls in flight are capped by
 ``worker.concurrency`` (one slot per request; a batch of sends is one request) and imports by
 ``worker.number_concurrency`` as well; the prefetch of the send queue (``worker.send_prefetch``,
 default ``concurrency x batch_max``) bounds the commands held in memory, so that every call slot
@@ -32,7 +36,7 @@ from types import TracebackType
 
 from prometheus_client import CollectorRegistry
 
-from bridge.broker import BrokerLink, Topology
+from bridge.broker import BrokerLink, Session, Topology
 from bridge.catapult import CatapultClient
 from bridge.events.commands import CommandKind
 from bridge.settings import Settings
@@ -75,15 +79,35 @@ class Worker:
         self._client = client
         self._close_client = close_client
         self._in_flight = InFlight()
-        self._link = BrokerLink(settings, name=CONNECTION_NAME)
+        self._link = BrokerLink(
+            settings, name=CONNECTION_NAME, while_away="commands wait in their queues"
+        )
+        self._consumed_once = False
+        # Follows is_ready at every scrape (the link may go and come back at any time).
+        self.metrics.ready.set_function(lambda: 1.0 if self.is_ready else 0.0)
         self._consumer: CommandConsumer | None = None
         self._flow: CommandFlow | None = None
         self._loops: list[asyncio.Task[None]] = []
 
     @property
     def is_ready(self) -> bool:
-        """Consuming, with the broker connection up."""
-        return self.state is WorkerState.RUNNING and self._link.is_ready
+        """Running with the broker connection up and intake not paused.
+
+        On a new connection the intakes consume again at once; one that cannot ends the
+        connection (the link is then not ready), so the link's readiness stands for theirs.
+        """
+        consumer = self._consumer
+        return (
+            self.state is WorkerState.RUNNING
+            and self._link.is_ready
+            and consumer is not None
+            and not consumer.is_paused
+        )
+
+    @property
+    def broker_state(self) -> str:
+        """The broker link's state: connecting, ready, disconnected or closed."""
+        return self._link.state.value
 
     @property
     def in_flight(self) -> int:
@@ -101,22 +125,16 @@ class Worker:
             self.state = WorkerState.STOPPED
             raise
         self.state = WorkerState.RUNNING
-        self.metrics.ready.set(1)
-        log.info(
-            "worker consuming %s and %s (concurrency %d)",
-            self.topology.send_queue,
-            self.topology.import_queue,
-            self.settings.worker.concurrency,
-        )
+        if not self._link.is_ready:
+            log.info(
+                "worker started, waiting for RabbitMQ before consuming %s and %s",
+                self.topology.send_queue,
+                self.topology.import_queue,
+            )
 
     async def _start(self) -> None:
         settings = self.settings
-        await self._link.connect()
-        self._consumer = CommandConsumer(
-            link=self._link,
-            metrics=self.metrics,
-            commit_timeout_s=settings.broker.confirm_timeout_s,
-        )
+        self._consumer = CommandConsumer(link=self._link, metrics=self.metrics)
         limits = Limits(settings.worker)
         executor = Executor(
             self._client,
@@ -154,6 +172,22 @@ class Worker:
                 prefetch=worker.number_concurrency,
                 on_message=flow.on_dead_lettered_for(queue, kind),
             )
+        self._link.attach(self._on_session)
+        # Returns once the first attempt is over; without RabbitMQ the link keeps trying and the
+        # worker waits (not ready), it does not exit.
+        await self._link.start()
+
+    async def _on_session(self, _session: Session) -> None:
+        # Run by the link on every session, after the queues are consumed again.
+        if self._consumed_once:
+            return
+        self._consumed_once = True
+        log.info(
+            "worker consuming %s and %s (concurrency %d)",
+            self.topology.send_queue,
+            self.topology.import_queue,
+            self.settings.worker.concurrency,
+        )
 
     async def stop(self) -> None:
         """Ordered, bounded shutdown (see the module docstring). Idempotent."""
@@ -161,7 +195,6 @@ class Worker:
             self.state = WorkerState.STOPPED if self.state is WorkerState.CREATED else self.state
             return
         self.state = WorkerState.STOPPING
-        self.metrics.ready.set(0)
         flow = self._flow
         if flow is not None:
             flow.stop_accepting()
