@@ -184,6 +184,12 @@ class BrokerLink:
         )
         self._outage_logged = False
         self._away_since: float | None = None
+        self._redeclaring: asyncio.Task[bool] | None = None
+        self._redeclared_at: float | None = None
+        self._redeclare_failing = False
+        self._redeclare_backoff = Backoff(
+            initial_s=broker.reconnect_delay_s, max_s=broker.reconnect_max_delay_s
+        )
 
     @property
     def state(self) -> LinkState:
@@ -308,29 +314,65 @@ class BrokerLink:
         name = self._topology.events_exchange if exchange is None else exchange
         await publisher.publish(envelope, exchange=name, routing_key=routing_key)
 
-    async def redeclare(self) -> None:
-        """Declare the topology again (after an unroutable publish: a queue was deleted)."""
-        publisher = self._publisher
-        if publisher is None or not self.is_ready:
-            return
+    async def redeclare(self) -> bool:
+        """Declare the topology again, after a publish found no queue bound (one was deleted).
+
+        Shared: every caller waiting at the same time waits for the one declaration. Paced:
+        within ``broker.reconnect_max_delay_s`` of the previous one it first waits a pause of
+        the backoff, so a queue that cannot come back (its name held, its arguments refused)
+        is not declared in a loop, and whoever waits on it (a settle, a spool drain) waits too.
+        On a channel of its own: a refused declaration closes that channel, not the session.
+        True once declared.
+        """
+        task = self._redeclaring
+        if task is None or task.done():
+            task = self._redeclaring = asyncio.create_task(
+                self._redeclare(), name=f"{self._name} redeclare"
+            )
+        return await asyncio.shield(task)
+
+    async def _redeclare(self) -> bool:
+        loop = asyncio.get_running_loop()
+        last = self._redeclared_at
+        if last is not None and loop.time() - last < self._broker.reconnect_max_delay_s:
+            await asyncio.sleep(self._redeclare_backoff.next_pause_s())
+        else:
+            self._redeclare_backoff.reset()
+        self._redeclared_at = loop.time()
+        session = self._session
+        if session is None or not self.is_ready:
+            return False
+        channel: AbstractChannel | None = None
         try:
             async with asyncio.timeout(self._broker.connect_timeout_s):
-                await declare_topology(publisher.channel, self._topology)
-        except TimeoutError:
-            log.error("%s: declaring the topology again timed out", self._name)
-        except BrokerError as exc:
-            log.error("%s: cannot declare the topology again: %s", self._name, exc)
+                channel = await session.open_channel("declaring again", watched=False)
+                await declare_topology(channel, self._topology)
+        except (BrokerError, TimeoutError) as exc:
+            why = str(exc) or f"no answer in {self._broker.connect_timeout_s:g} s"
+            level = logging.DEBUG if self._redeclare_failing else logging.WARNING
+            self._redeclare_failing = True
+            log.log(level, "%s: cannot declare the topology again: %s", self._name, why)
+            return False
+        finally:
+            if channel is not None and not channel.is_closed:
+                with contextlib.suppress(*AMQP_FAILURES):
+                    async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                        await channel.close()
+        self._redeclare_failing = False
+        log.info("%s: a queue was missing: declared the topology again", self._name)
+        return True
 
     async def close(self) -> None:
         """Stop trying and close the session (bounded)."""
         self._state = LinkState.CLOSED
         self._ready.clear()
         self._tried.set()
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+        for task in (self._runner, self._redeclaring):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._runner = self._redeclaring = None
         session, self._session = self._session, None
         self._publisher = None
         if session is not None:

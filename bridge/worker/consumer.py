@@ -16,7 +16,9 @@ or nacks a command:
 
 When the broker does not confirm (unreachable, refused, timed out) nothing is acked: the delivery
 is nacked back (or, with the channel gone, the broker redelivers it anyway), and the redelivery is
-looked up before anything is sent again.
+looked up before anything is sent again. A result or dead letter that no queue takes (someone
+deleted it) is not given back, which would bring the command straight back to fail the same way:
+the link declares the topology again and the publish is tried again (``_publish_routed``).
 
 A copy and the ack of its original must never be separated, so every command channel is
 transactional and every settle of it is committed by its channel's committer
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import logging
 
-from bridge.broker import BrokerLink, Inbound, Intake, OnMessage, PublishFailed
+from bridge.broker import BrokerLink, Envelope, Inbound, Intake, OnMessage, PublishFailed
 from bridge.broker.committer import DEFAULT_EXCHANGE
 from bridge.broker.intake import settle as settle_delivery
 from bridge.worker.metrics import WorkerMetrics
@@ -91,7 +93,7 @@ class CommandConsumer:
         try:
             match disposition:
                 case Finish():
-                    await self._publish_finish(disposition, ids)
+                    await self._publish_finish(message, disposition, ids)
                 case Republish(queue=queue, envelope=envelope):
                     if await settle_delivery(message, ack=True, copy=(queue, envelope)):
                         return True
@@ -125,11 +127,16 @@ class CommandConsumer:
             return False
         return True
 
-    async def _publish_finish(self, finish: Finish, ids: dict[str, str | None]) -> None:
-        await self._link.publish(finish.result)
+    async def _publish_finish(
+        self, message: Inbound, finish: Finish, ids: dict[str, str | None]
+    ) -> None:
+        await self._publish_routed(message, finish.result, ids=ids)
         if finish.dead_letter is not None:
-            await self._link.publish(
-                finish.dead_letter, exchange=self._link.topology.dead_letter_exchange
+            await self._publish_routed(
+                message,
+                finish.dead_letter,
+                exchange=self._link.topology.dead_letter_exchange,
+                ids=ids,
             )
         if not finish.reply_to:
             return
@@ -147,6 +154,38 @@ class CommandConsumer:
                 exc.reason,
                 extra=ids,
             )
+
+    async def _publish_routed(
+        self,
+        message: Inbound,
+        envelope: Envelope,
+        *,
+        exchange: str | None = None,
+        ids: dict[str, str | None],
+    ) -> None:
+        """Publish; while no queue is bound for it, the topology is declared again and it is
+        tried again, for as long as ``message`` can still be settled.
+
+        A queue the worker publishes into was deleted: giving the command back would bring it
+        straight back, looked up at Catapult, to fail the same way, in a loop. The link paces
+        the declarations (one for every settle waiting, pauses growing while the queue cannot
+        come back), so this waits rather than spins, holding the command unacked (the prefetch
+        bounds how many). Any other failure raises at once.
+        """
+        while True:
+            try:
+                await self._link.publish(envelope, exchange=exchange)
+                return
+            except PublishFailed as exc:
+                if exc.reason != "unroutable" or message.is_stale:
+                    raise
+                log.debug(
+                    "command %s: %s; waiting for the topology to be declared again",
+                    ids["command_id"],
+                    exc,
+                    extra=ids,
+                )
+                await self._link.redeclare()
 
     async def _nack(self, message: Inbound, ids: dict[str, str | None]) -> None:
         self._metrics.given_back.inc()
