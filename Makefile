@@ -1,5 +1,7 @@
 # One entry point for people and CI: `make check` is what .ci/run runs.
 UV ?= uv
+# Extra pytest arguments, e.g. PYTEST_ARGS="-n 3 --dist loadfile" to run test files in parallel.
+PYTEST_ARGS ?=
 
 .PHONY: check lint types test fmt schemas docs
 
@@ -13,7 +15,7 @@ types:
 	$(UV) run --frozen mypy
 
 test:
-	$(UV) run --frozen pytest
+	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
 fmt:
 	$(UV) run --frozen ruff format .
