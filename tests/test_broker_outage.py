@@ -33,6 +33,8 @@ from tests.fixtures.broker import link_log
 from tests.fixtures.receiver import AUTH_HEADERS, CREDENTIALS, BrokerProxy, EventQueues
 from tests.fixtures.worker import MakeWorkerEnv, WorkerEnv, send_body
 
+pytestmark = pytest.mark.fault
+
 
 def quick_reconnect(proxy: BrokerProxy) -> dict[str, Any]:
     return {

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from bridge.broker import Envelope, Topology, declare_topology
@@ -31,6 +32,8 @@ from tests.fixtures.receiver import (
     MakeReceiver,
     ServeOperations,
 )
+
+pytestmark = pytest.mark.fault
 
 OpenQueues = Callable[[Settings], Awaitable[EventQueues]]
 

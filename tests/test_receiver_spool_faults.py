@@ -40,6 +40,8 @@ from tests.fixtures.receiver import (
 )
 from tests.test_receiver_outage import expected, inbound, post, readiness
 
+pytestmark = pytest.mark.fault
+
 OpenQueues = Callable[[Settings], Awaitable[EventQueues]]
 DEADLINE_S = 10.0
 

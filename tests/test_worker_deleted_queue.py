@@ -20,6 +20,8 @@ from aio_pika.abc import AbstractRobustConnection
 from tests.fixtures.broker import link_log
 from tests.fixtures.worker import MakeWorkerEnv, WorkerEnv, send_body
 
+pytestmark = pytest.mark.fault
+
 
 def lookups(env: WorkerEnv) -> int:
     requests = env.simulator.state.requests
