@@ -333,6 +333,7 @@ class SimulatorSettings(_Section):
     error_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
     ambiguous_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
     lost_answer_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    echo_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
     gateway_unavailable_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
     rate_limit_storm_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
     duplicate_callback_rate: Annotated[float, Field(ge=0, le=1)] = 0.0

@@ -48,6 +48,24 @@ async def test_error_rate_answers_500_or_503_without_effect(
     assert simulator.state.messages == {}
 
 
+async def test_an_echo_error_prints_the_request_back_and_has_no_effect(
+    sim_api: SimulatorApi, sender: str
+) -> None:
+    sim_api.simulator.set_faults(echo_error_rate=1.0)
+    body = {**MESSAGE, "text": "a <b> & c"}
+    answer = await sim_api.call("POST", "/messages", json=body, params={"q": "1"})
+    assert answer.status == 500
+    assert "text/html" in answer.headers["Content-Type"]
+    page = answer.body.decode()
+    assert f"POST /v1/users/{sim_api.simulator.user_id}/messages?q=1" in page
+    assert f"Authorization: {sim_api.authorization}" in page
+    assert '"text":"a <b> & c"' in page  # raw
+    assert "a &lt;b&gt; &amp; c" in page  # and HTML-escaped
+    assert sim_api.simulator.state.messages == {}
+    sim_api.simulator.clear_faults()
+    assert (await sim_api.call("POST", "/messages", json=body)).status == 201
+
+
 async def test_ambiguous_503_creates_the_message(
     sim_api: SimulatorApi, sender: str, callback_sink: CallbackSink
 ) -> None:

@@ -10,12 +10,14 @@ first:
    Catapult's JSON error body with the request details; nothing ever answers with a traceback.
 3. ``authenticate``: HTTP Basic API token and secret on ``/v1``, and the ``userId`` in the path;
    anything else is the real 401 ``access-denied``.
-4. ``throttle``: the ``error_rate`` fault, then the 429 resource-family limits and storms.
+4. ``throttle``: the ``error_rate`` and ``echo_error_rate`` faults, then the 429 resource-family
+   limits and storms.
 """
 
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -116,6 +118,20 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     return await handler(request)
 
 
+async def echo_page(request: web.Request) -> web.Response:
+    """The ``echo_error_rate`` fault: a 500 page that prints the whole request back, headers and
+    body included, as a debug backend does (HTML-escaped, as such pages are)."""
+    body = (await request.read()).decode("utf-8", errors="replace")
+    headers = "\n".join(f"{name}: {value}" for name, value in request.headers.items())
+    echoed = f"{request.method} {request.path_qs}\n{headers}\n\n{body}"
+    page = (
+        "<html><head><title>500 Internal Server Error</title></head><body>"
+        f"<h1>Internal Server Error</h1><pre>{html.escape(echoed)}</pre>"
+        f"<!-- raw: {echoed} --></body></html>"
+    )
+    return web.Response(status=500, text=page, content_type="text/html")
+
+
 @web.middleware
 async def throttle(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not _is_api(request):
@@ -124,6 +140,8 @@ async def throttle(request: web.Request, handler: Handler) -> web.StreamResponse
     failure = platform.injector.request_failure()
     if failure is not None:
         raise failure
+    if platform.injector.is_echo_error():
+        return await echo_page(request)
     parts = request.path.split("/")
     if len(parts) > 4 and parts[4] in LIMITED_RESOURCES:
         family = resource_family(request.method, parts[4])

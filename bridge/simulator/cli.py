@@ -45,6 +45,11 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
         float,
         "fault: share of sends done but answered 500/502/503/504",
     ),
+    "--echo-error-rate": (
+        "echo_error_rate",
+        float,
+        "fault: share of requests answered 500 with a page echoing the request",
+    ),
     "--gateway-unavailable-rate": (
         "gateway_unavailable_rate",
         float,

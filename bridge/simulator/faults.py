@@ -11,6 +11,10 @@ What each fault does:
   with a plain server error, as a failing proxy or backend would: 500 ``internal-server-error`` or
   503 ``service-unavailable`` with Catapult's JSON body, or a 502 or 504 HTML page. A batch is
   answered so whole. The answer does not say the message may exist; a client must look first.
+- ``echo_error_rate``: this share of API requests is answered 500 with an HTML error page that
+  echoes the request (its method, path, query, every header and the body), as a debug backend or
+  a misconfigured proxy prints it, *without* any effect. Credentials sent with the request are in
+  the page: what a client takes from such an answer must be redacted.
 - ``gateway_unavailable_rate``: this share of message sends is answered 503
   ``message-gateway-unavailable`` and *not* carried out (the real answer cannot tell the two apart).
 - ``rate_limit_storm_rate``: this share of requests is refused as over the limit whatever the
@@ -52,6 +56,7 @@ class Faults(BaseModel):
     error_rate: Share = 0.0
     ambiguous_rate: Share = 0.0
     lost_answer_rate: Share = 0.0
+    echo_error_rate: Share = 0.0
     gateway_unavailable_rate: Share = 0.0
     rate_limit_storm_rate: Share = 0.0
     duplicate_callback_rate: Share = 0.0
@@ -93,6 +98,9 @@ class FaultInjector:
         if not self._roll(self.faults.lost_answer_rate):
             return None
         return self._random.choice(LOST_ANSWER_STATUSES)
+
+    def is_echo_error(self) -> bool:
+        return self._roll(self.faults.echo_error_rate)
 
     def is_gateway_down(self) -> bool:
         return self._roll(self.faults.gateway_unavailable_rate)
