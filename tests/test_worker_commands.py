@@ -168,6 +168,15 @@ def test_dead_letter_bodies_of_imports_lose_credentials(body: bytes) -> None:
     assert orjson.loads(kept)
 
 
+def test_an_import_published_to_the_send_queue_loses_its_credentials_too() -> None:
+    body = _body(number="+19195550100", applicationId="a-1", name="n", password=PASSWORD)
+    kept = redacted_body(SEND, body)
+    assert PASSWORD.encode() not in kept
+    assert orjson.loads(kept) == {"number": "+19195550100", "applicationId": "a-1", "name": "n"}
+    plain = _body(**{"from": "+19195550100", "to": "+19195550101", "text": "x", "extra": 1})
+    assert redacted_body(SEND, plain) == plain  # a send body without credentials: as it came
+
+
 def test_unreadable_import_bodies_are_not_kept_but_send_bodies_are() -> None:
     assert redacted_body(IMPORT, b"password=" + PASSWORD.encode()) == b""
     assert redacted_body(SEND, b"anything") == b"anything"

@@ -238,19 +238,32 @@ def parse_command(
 
 
 def redacted_body(queue_kind: CommandKind, body: bytes) -> bytes:
-    """The body as a dead letter may keep it: an import loses every Dashboard credential.
+    """The body as a dead letter may keep it: every Dashboard credential dropped.
 
     Credential keys are dropped at any depth and in any letter case (a raw Catapult import body
-    carries them under ``provider.properties``). An import body that is not JSON cannot be
-    searched, so it is not kept at all; the dead letter's headers still say what was wrong.
+    carries them under ``provider.properties``), on either queue: an import published to the send
+    queue by mistake carries its password there. An import body that is not JSON cannot be
+    searched, so it is not kept at all; a send body that is not JSON is kept as it is (it is the
+    application's own text, and no import). The dead letter's headers still say what was wrong.
     """
-    if queue_kind is CommandKind.SEND:
-        return body
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return b""
+        return body if queue_kind is CommandKind.SEND else b""
+    if queue_kind is CommandKind.SEND and not _has_credentials(data):
+        return body  # as it came, byte for byte
     return orjson.dumps(_without_credentials(data))
+
+
+def _has_credentials(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(
+            (isinstance(k, str) and k.lower() in _CREDENTIAL_KEYS_LOWER) or _has_credentials(v)
+            for k, v in value.items()
+        )
+    if isinstance(value, list):
+        return any(_has_credentials(v) for v in value)
+    return False
 
 
 def _without_credentials(value: Any) -> Any:
