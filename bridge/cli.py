@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "simulator":
         from bridge.simulator.cli import serve_simulator
 
-        coro = serve_simulator(settings.simulator)
+        coro = serve_simulator(settings.simulator, hidden=settings.receiver.secret_values)
     else:
         from bridge.runtime import run_bridge
 

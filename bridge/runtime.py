@@ -157,7 +157,7 @@ async def start_roles(stack: AsyncExitStack, settings: Settings, *, role: str) -
     simulator: Simulator | None = None
     if settings.catapult.is_embedded:
         settings = embedded_settings(settings)
-        simulator = Simulator(settings.simulator)
+        simulator = Simulator(settings.simulator, hidden=settings.receiver.secret_values)
         await simulator.start(settings.simulator.host, settings.simulator.port)
         stack.push_async_callback(simulator.stop)
         log.info("no catapult.base_url: using the embedded simulator at %s", simulator.base_url)

@@ -229,6 +229,11 @@ class ReceiverSettings(_Section):
     def has_credentials(self) -> bool:
         return self.username is not None or self.path_token is not None
 
+    @property
+    def secret_values(self) -> tuple[str, ...]:
+        """The password and the path token, as set: what a simulator calling back must hide."""
+        return tuple(s.get_secret_value() for s in (self.password, self.path_token) if s)
+
 
 class WorkerSettings(_Section):
     """The command side: RabbitMQ to Catapult."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import signal
 import sys
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -237,6 +239,34 @@ async def test_inspection_masks_callback_passwords(sim_api: SimulatorApi) -> Non
     record = next(iter(sim_api.simulator.state.messages.values()))
     assert "hunter2-pass" not in repr(record)
     assert "hunter2-pass" not in repr(next(iter(sim_api.simulator.state.applications.values())))
+
+
+async def test_inspection_and_logs_hide_a_receiver_path_token(
+    make_simulator: MakeSimulator, sim_http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The token is a credential in the URL's path: masked_url cannot know it, the simulator is
+    # told it (``receiver.path_token``), and nothing it shows without credentials carries it.
+    token = "path-token-Zq81+/x"
+    simulator = await make_simulator(hidden=(token,))
+    simulator.add_number(SENDER)
+    sim_api = SimulatorApi(sim_http, simulator)
+    url = f"http://bridge:pw-1234@127.0.0.1:9/catapult/messages/{quote(token, safe='')}"
+    await sim_api.control("POST", "/applications", json={"incomingMessageUrl": url})
+    sent = await sim_api.call(
+        "POST", "/messages", json={"from": SENDER, "to": PEER, "text": "x", "callbackUrl": url}
+    )
+    assert sent.status == 201
+    with caplog.at_level(logging.DEBUG, logger="bridge.simulator"):
+        await simulator.wait_idle()
+    shown = [
+        (await sim_api.control("GET", p)).body.decode()
+        for p in ("/messages", "/applications", "/callbacks")
+    ]
+    shown.append(caplog.text)
+    for text in shown:
+        assert "path-token" not in text
+        assert "/catapult/messages/***" in text or text == caplog.text
+    assert "callback for" in caplog.text  # the failed attempt was logged, token masked
 
 
 async def test_logs_are_bounded(

@@ -72,6 +72,8 @@ class CallbackDispatcher:
     state: SimulatorState
     injector: FaultInjector
     max_connections: int = 100
+    # How a URL is shown in attempts and logs (passwords and secrets masked).
+    shown_url: Callable[[str], str] = masked_url
     _session: aiohttp.ClientSession | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _waiters: list[_Waiter] = field(default_factory=list)
@@ -160,7 +162,7 @@ class CallbackDispatcher:
             time_s=time.time(),
             message_id=message_id,
             event=event,
-            url=masked_url(raw_url),
+            url=self.shown_url(raw_url),
             method=target.method,
             is_fallback=is_fallback,
             is_ok=result.is_ok,
@@ -216,7 +218,7 @@ class CallbackDispatcher:
     def _record_failure(
         self, message_id: str, event: dict[str, Any], target: CallbackTarget, result: _Result
     ) -> None:
-        url = masked_url(target.fallback_url or target.url)
+        url = self.shown_url(target.fallback_url or target.url)
         log.warning(
             "callback for %s failed at %s (%s)",
             message_id,

@@ -13,9 +13,10 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Iterable
 from typing import Any
 
-from bridge.settings import SimulatorSettings, masked_url
+from bridge.settings import SimulatorSettings
 from bridge.simulator.payloads import is_http_url
 from bridge.simulator.server import Simulator
 
@@ -139,7 +140,8 @@ def bootstrap(simulator: Simulator, settings: SimulatorSettings) -> str | None:
         return None
     url = settings.application_url.get_secret_value()
     if not is_http_url(url):
-        raise ValueError(f"simulator.application_url is not an http(s) URL: {masked_url(url)}")
+        shown = simulator.platform.shown_url(url)
+        raise ValueError(f"simulator.application_url is not an http(s) URL: {shown}")
     application = simulator.add_application(incoming_message_url=url, name="catapult-bridge")
     numbers = settings.dashboard_numbers
     for number in numbers:
@@ -147,15 +149,18 @@ def bootstrap(simulator: Simulator, settings: SimulatorSettings) -> str | None:
     log.info(
         "application %s calls %s; numbers on the account: %s",
         application.id,
-        masked_url(url),
+        simulator.platform.shown_url(url),
         f"{numbers[0]}..{numbers[-1]}" if numbers else "none",
     )
     return application.id
 
 
-async def serve_simulator(settings: SimulatorSettings) -> int:
-    """Serve until SIGINT/SIGTERM; 0 after an orderly stop, 1 when the port cannot be bound."""
-    simulator = Simulator(settings)
+async def serve_simulator(settings: SimulatorSettings, *, hidden: Iterable[str] = ()) -> int:
+    """Serve until SIGINT/SIGTERM; 0 after an orderly stop, 1 when the port cannot be bound.
+
+    ``hidden``: secrets of the callback URLs it is given (``Simulator``), never shown.
+    """
+    simulator = Simulator(settings, hidden=hidden)
     try:
         await simulator.start(settings.host, settings.port)
     except OSError as exc:

@@ -31,7 +31,6 @@ from typing import Any, TypeVar, get_args
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from bridge.settings import masked_url
 from bridge.simulator import errors
 from bridge.simulator.errors import Problem
 from bridge.simulator.events import Outcome, OutcomeKind
@@ -57,9 +56,10 @@ _URL_FIELDS = (
 )
 
 
-def _masked(resource: dict[str, Any]) -> dict[str, Any]:
-    """A resource with the passwords of its callback URLs masked (inspection output)."""
-    return {k: masked_url(v) if k in _URL_FIELDS and v else v for k, v in resource.items()}
+def _masked(request: web.Request, resource: dict[str, Any]) -> dict[str, Any]:
+    """A resource with the secrets of its callback URLs masked (inspection output)."""
+    shown = platform_of(request).shown_url
+    return {k: shown(v) if k in _URL_FIELDS and v else v for k, v in resource.items()}
 
 
 def _limit(request: web.Request, items: list[Any]) -> list[Any]:
@@ -126,7 +126,7 @@ async def list_refusals(request: web.Request) -> web.Response:
 @routes.get("/_sim/messages")
 async def list_messages(request: web.Request) -> web.Response:
     state = platform_of(request).state
-    resources = [_masked(m.resource()) for m in state.messages.values()]
+    resources = [_masked(request, m.resource()) for m in state.messages.values()]
     return json_response(_limit(request, resources))
 
 
@@ -157,7 +157,7 @@ async def add_number(request: web.Request) -> web.Response:
 @routes.get("/_sim/applications")
 async def list_applications(request: web.Request) -> web.Response:
     apps = platform_of(request).state.applications.values()
-    return json_response([_masked(a.resource()) for a in apps])
+    return json_response([_masked(request, a.resource()) for a in apps])
 
 
 @routes.post("/_sim/applications")
@@ -167,7 +167,7 @@ async def add_application(request: web.Request) -> web.Response:
     record = ApplicationRecord(id=new_id("a"), **parse_application(body, is_update=False))
     check_application(record.incoming_message_url, record.incoming_message_fallback_url)
     platform_of(request).add_application(record)
-    return json_response(_masked(record.resource()), status=201)
+    return json_response(_masked(request, record.resource()), status=201)
 
 
 @routes.get("/_sim/callbacks")

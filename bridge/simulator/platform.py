@@ -2,10 +2,11 @@
 
 ``Platform`` is the one object the HTTP handlers and the control endpoints work on. It owns the
 state, the two rate limiters, the fault injector and the callback dispatcher, knows the account's
-credentials, and runs the life of messages: an accepted outbound message walks its states (and its
-events go to the message's ``callbackUrl`` or, without one, to the incoming message URL of the
-application its ``from`` number is assigned to); an injected inbound message is delivered to the
-application of its ``to`` number. Without anywhere to send events, the walk completes at once.
+credentials (and the secrets it must never show: ``shown_url``), and runs the life of messages: an
+accepted outbound message walks its states (and its events go to the message's ``callbackUrl`` or,
+without one, to the incoming message URL of the application its ``from`` number is assigned to);
+an injected inbound message is delivered to the application of its ``to`` number. Without anywhere
+to send events, the walk completes at once.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import asyncio
 import base64
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
-from bridge.settings import SimulatorSettings
+from bridge.catapult.redaction import Redactor
+from bridge.settings import SimulatorSettings, masked_url
 from bridge.simulator import errors
 from bridge.simulator.callbacks import CallbackDispatcher, CallbackTarget
 from bridge.simulator.events import (
@@ -52,8 +54,19 @@ class Platform:
         settings: SimulatorSettings,
         *,
         clock: Callable[[], float] = time.monotonic,
+        hidden: Iterable[str] = (),
     ) -> None:
         self.settings = settings
+        # Its own credentials, and the secrets callback URLs carry (a receiver's path token):
+        # never in what it shows (its log, the control endpoints, which need no credentials).
+        self._hidden = Redactor(
+            (
+                settings.api_token,
+                settings.api_secret.get_secret_value(),
+                settings.dashboard_password.get_secret_value(),
+                *hidden,
+            )
+        )
         self.origin = f"http://{settings.host}:{settings.port}"
         self.state = SimulatorState(
             max_messages=settings.max_messages,
@@ -65,11 +78,18 @@ class Platform:
         self.resource_limiter = ResourceRateLimiter(clock)
         self.injector = FaultInjector(Faults.from_settings(settings), settings.fault_seed)
         self.dispatcher = CallbackDispatcher(
-            self.state, self.injector, max_connections=settings.callback_max_connections
+            self.state,
+            self.injector,
+            max_connections=settings.callback_max_connections,
+            shown_url=self.shown_url,
         )
         self.outcomes: dict[str, Outcome] = {}
         token = f"{settings.api_token}:{settings.api_secret.get_secret_value()}"
         self._authorization = "Basic " + base64.b64encode(token.encode()).decode("ascii")
+
+    def shown_url(self, url: str) -> str:
+        """``url`` as the simulator shows it: the password and every hidden secret masked."""
+        return self._hidden.redact(masked_url(url))
 
     # Identity ---------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -51,9 +51,12 @@ class Simulator:
         settings: SimulatorSettings | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        hidden: Iterable[str] = (),
     ) -> None:
+        """``hidden``: secrets the callback URLs it is given carry (a receiver's path token),
+        masked wherever it shows a URL, as passwords are."""
         self.settings = settings or SimulatorSettings()
-        self.platform = Platform(self.settings, clock=clock)
+        self.platform = Platform(self.settings, clock=clock, hidden=hidden)
         self.status = SimulatorStatus.CREATED
         self._runner: web.AppRunner | None = None
         self._port = 0
