@@ -125,8 +125,7 @@ async def echo_page(request: web.Request) -> web.Response:
     headers = "\n".join(f"{name}: {value}" for name, value in request.headers.items())
     echoed = f"{request.method} {request.path_qs}\n{headers}\n\n{body}"
     page = (
-        "<html><head><title>500 Internal Server Error</title></head><body>"
-        f"<h1>Internal Server Error</h1><pre>{html.escape(echoed)}</pre>"
+        f"<html><body><h1>500 Internal Server Error</h1><pre>{html.escape(echoed)}</pre>"
         f"<!-- raw: {echoed} --></body></html>"
     )
     return web.Response(status=500, text=page, content_type="text/html")
