@@ -266,7 +266,7 @@ async def test_both_roles_start_while_the_broker_is_away_and_ride_out_a_cut(
     await results.close()
 
 
-async def test_bridge_run_starts_while_the_broker_is_away(
+async def test_bridge_run_starts_while_the_broker_is_away_and_rides_out_a_cut(
     make_settings: Callable[..., Settings],
     broker_proxy: BrokerProxy,
     amqp: AbstractRobustConnection,
@@ -339,14 +339,35 @@ async def test_bridge_run_starts_while_the_broker_is_away(
             routing_key=broker.send_queue,
         )
         results = await channel.get_queue(broker.send_queue + broker.results_suffix, ensure=False)
-        async with asyncio.timeout(15), results.iterator() as messages:
-            async for message in messages:
-                await message.ack()
-                assert orjson.loads(message.body)["subject"] == "cmd-after-away"
-                break
+
+        async def result_subject() -> str:
+            async with asyncio.timeout(15), results.iterator() as messages:
+                async for message in messages:
+                    await message.ack()
+                    return str(orjson.loads(message.body)["subject"])
+            raise AssertionError("the results queue was cancelled")
+
+        assert await result_subject() == "cmd-after-away"
         queues: EventQueues = await event_queues(settings)
         [event] = await read_events(queues, 1)
         assert event["data"]["text"] == "posted while RabbitMQ was away"
+
+        # The broker cut while it runs: callbacks are spooled, commands wait in their queue,
+        # and both go through once it is back. The test's own connection is direct.
+        await broker_proxy.cut()
+        during = {**inbound, "messageId": "m-cut00001", "text": "posted during the cut"}
+        async with callback_client.post(callback_url, json=during, headers=AUTH_HEADERS) as answer:
+            assert answer.status == 200
+            assert (await answer.json())["status"] == "spooled"
+        command = {**command, "text": "published during the cut"}
+        await channel.default_exchange.publish(
+            aio_pika.Message(orjson.dumps(command), message_id="cmd-during-cut"),
+            routing_key=broker.send_queue,
+        )
+        await broker_proxy.restore()
+        assert await result_subject() == "cmd-during-cut"
+        [event] = await read_events(queues, 1)
+        assert event["data"]["text"] == "posted during the cut"
         await channel.close()
 
         process.send_signal(signal.SIGTERM)
