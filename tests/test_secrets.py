@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import fcntl
 import html
 import json
 import os
@@ -54,6 +55,8 @@ from tests.rabbitmq_nodes import NodeError, RabbitNode
 
 # A fixed place, so that a run killed before its teardown leaves a node the next run can find.
 NODE_BASE = Path("/tmp/bridge-test-secrets-node")  # noqa: S108 - our own directory, on purpose
+# Two runs on one machine would fight over the port: a run holds this lock while its node runs.
+NODE_LOCK = Path("/tmp/bridge-test-secrets-node.lock")  # noqa: S108
 NODE_PORT = 5695
 NODE_DIST_PORT = 25695
 
@@ -158,6 +161,12 @@ class Haystack:
 
 @pytest.fixture(scope="module")
 def secret_node() -> Iterator[RabbitNode]:
+    with NODE_LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield from _own_node()
+
+
+def _own_node() -> Iterator[RabbitNode]:
     node = RabbitNode(
         NODE_BASE,
         name="secrets@localhost",
