@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pydantic_settings
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -133,6 +134,9 @@ class BrokerSettings(_Section):
     """RabbitMQ connection and the names of everything the bridge declares."""
 
     url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    # The nodes of a cluster, each a URL like broker.url, tried in turn (instead of broker.url):
+    # when the node a role is connected to goes, it connects to the next.
+    urls: tuple[Annotated[SecretStr, AfterValidator(_not_blank)], ...] = ()
     queue_type: Literal["quorum", "classic"] = "quorum"
     events_exchange: str = "bridge.events"
     dead_letter_exchange: str = "bridge.dead-letter"
@@ -156,6 +160,10 @@ class BrokerSettings(_Section):
 
     @model_validator(mode="after")
     def _delays_in_order(self) -> BrokerSettings:
+        if self.urls and "url" in self.model_fields_set:
+            raise ValueError(
+                "set broker.url (one node) or broker.urls (the nodes of a cluster), not both"
+            )
         if self.reconnect_max_delay_s < self.reconnect_delay_s:
             raise ValueError(
                 "broker.reconnect_max_delay_s must be at least broker.reconnect_delay_s "
@@ -164,8 +172,14 @@ class BrokerSettings(_Section):
         return self
 
     @property
+    def addresses(self) -> tuple[str, ...]:
+        """Every node's URL, in the order they are tried (secrets: never log them unmasked)."""
+        urls = self.urls or (self.url,)
+        return tuple(url.get_secret_value() for url in urls)
+
+    @property
     def display_url(self) -> str:
-        return masked_url(self.url.get_secret_value())
+        return ", ".join(masked_url(url) for url in self.addresses)
 
 
 class ReceiverSettings(_Section):

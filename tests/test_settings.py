@@ -6,6 +6,7 @@ explicit overrides. Every bad setting is reported with its dotted name. Pure tes
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -334,6 +335,26 @@ def test_broker_display_url_is_masked() -> None:
 
     assert broker.display_url == "amqp://bridge:***@rabbit:5672/"
     assert AMQP_PASSWORD not in repr(broker)
+
+
+def test_a_cluster_is_given_as_a_list_of_node_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    nodes = [f"amqp://bridge:{AMQP_PASSWORD}@rabbit-{n}:5672/" for n in (1, 2, 3)]
+    monkeypatch.setenv("BRIDGE_BROKER__URLS", json.dumps(nodes))
+
+    broker = load_settings().broker
+
+    assert broker.addresses == tuple(nodes)
+    assert broker.display_url == ", ".join(f"amqp://bridge:***@rabbit-{n}:5672/" for n in (1, 2, 3))
+    assert AMQP_PASSWORD not in repr(broker)
+    monkeypatch.delenv("BRIDGE_BROKER__URLS")
+    assert load_settings(broker={"url": nodes[0]}).broker.addresses == (nodes[0],)
+
+
+def test_broker_url_and_urls_together_are_refused() -> None:
+    with pytest.raises(SettingsError, match=r"broker\.url .* or broker\.urls .*, not both"):
+        load_settings(broker={"url": "amqp://a/", "urls": ["amqp://b/"]})
+    with pytest.raises(SettingsError, match=r"broker\.urls\.1: must not be empty"):
+        load_settings(broker={"urls": ["amqp://a/", " "]})
 
 
 def test_catapult_secrets_are_secret_strings() -> None:

@@ -15,6 +15,11 @@ closes what is left of it (so every delivery of the old channels is stale: the b
 them again) and opens a new one, immediately once and then after pauses that double from
 ``broker.reconnect_delay_s`` to ``broker.reconnect_max_delay_s``, each jittered (``backoff.py``).
 
+A cluster is given as the list of its nodes (``broker.urls``). Each attempt tries them in turn,
+starting with the one after the node last used, so when a node goes the link is on the next one
+after one failed connect; a pause comes only once every node refused. Quorum queues keep what
+they confirmed when a node goes; the broker redelivers what the lost connection held unacked.
+
 ``is_ready`` is true exactly while a session is open, so a callback arriving during an outage
 goes to the spool at once instead of waiting for a confirm timeout, and readiness probes answer
 503. The log says once that the broker went away (or was not there at start), at debug level for
@@ -171,7 +176,10 @@ class BrokerLink:
         self._topology = Topology.from_settings(settings)
         self._name = name
         self._while_away = while_away
-        self._address = _amqp_url(broker.url.get_secret_value(), heartbeat_s=broker.heartbeat_s)
+        self._addresses = tuple(
+            _amqp_url(url, heartbeat_s=broker.heartbeat_s) for url in broker.addresses
+        )
+        self._address = self._addresses[0]  # the node connected to, or tried last
         self._state = LinkState.CONNECTING
         self._ready = asyncio.Event()
         self._tried = asyncio.Event()
@@ -182,6 +190,7 @@ class BrokerLink:
         self._backoff = Backoff(
             initial_s=broker.reconnect_delay_s, max_s=broker.reconnect_max_delay_s
         )
+        self._session_seen = False  # a node has been connected to: start after it next time
         self._outage_logged = False
         self._away_since: float | None = None
         self._redeclaring: asyncio.Task[bool] | None = None
@@ -205,7 +214,7 @@ class BrokerLink:
 
     @property
     def address(self) -> str:
-        """The broker's URL, password masked."""
+        """The URL of the node connected to (or tried last), password masked."""
         return masked_url(self._address)
 
     async def wait_ready(self) -> None:
@@ -412,19 +421,37 @@ class BrokerLink:
             else:
                 self._backoff.reset()
 
+    async def _connect(self) -> AbstractConnection:
+        """A connection to the first node that takes one, from the one after the last used.
+
+        With one address that is the address. With a cluster's (``broker.urls``) a lost node
+        is tried last: the roles move to the next node at once, and come back round to it.
+        """
+        addresses = self._addresses
+        start = (addresses.index(self._address) + 1) % len(addresses) if self._session_seen else 0
+        failures: list[str] = []
+        for offset in range(len(addresses)):
+            address = addresses[(start + offset) % len(addresses)]
+            self._address = address
+            connection = aiormq.Connection(
+                address, client_properties={"connection_name": self._name}
+            )
+            try:
+                async with asyncio.timeout(self._broker.connect_timeout_s):
+                    await connection.connect()
+            except AMQP_FAILURES as exc:
+                with contextlib.suppress(*AMQP_FAILURES):
+                    await connection.close()
+                # The connection error may carry the URL: only the masked form is told.
+                failures.append(f"{self.address}: {describe(exc)}")
+                continue
+            self._session_seen = True
+            return connection
+        raise ConnectFailed("unreachable", "; ".join(failures))
+
     async def _open_session(self) -> Session:
         """Connect, open the publish channel and declare the topology: a session ready to use."""
-        connection = aiormq.Connection(
-            self._address, client_properties={"connection_name": self._name}
-        )
-        try:
-            async with asyncio.timeout(self._broker.connect_timeout_s):
-                await connection.connect()
-        except AMQP_FAILURES as exc:
-            with contextlib.suppress(*AMQP_FAILURES):
-                await connection.close()
-            # The connection error may carry the URL: only the masked form is told.
-            raise ConnectFailed("unreachable", f"{self.address}: {describe(exc)}") from None
+        connection = await self._connect()
         session = Session(connection, address=self.address)
         try:
             async with asyncio.timeout(self._broker.connect_timeout_s):
