@@ -1,25 +1,34 @@
-"""Worker benchmark: the worker against the simulator, a naive baseline, and the ideal rate.
+"""Worker benchmark: the rows of the worker's targets, each beside its baseline and its target.
 
-One run, everything real: RabbitMQ, the simulator (``bridge simulator --no-limits``) and each
-consumer in its own process. For each simulated latency (0 ms and 50 ms) the same number of send
-commands is queued first, then one consumer drains the queue with the same concurrency:
+One run, everything real: RabbitMQ, the simulator (``bridge simulator``, limits and latency set
+through its control API) and each consumer in a process of its own. Per scenario the send
+commands are queued first, then one consumer drains the queue:
 
-- naive: aio-pika consume (prefetch = concurrency), one aiohttp POST per message, ack. No result
-  events, no limits, no retries: the least a bridge can do.
-- worker: ``bridge run --role worker`` (call slots = concurrency, prefetch = concurrency x 50,
-  batch sends, a confirmed result event per command before its ack).
-- floor (reference, at 0 ms): aio-pika consume with the worker's prefetch, one small persistent
-  confirmed result per command into the results queue (the worker's ``Publisher``), ack; no
-  Catapult call, no validation. What reporting every command's outcome costs by itself.
-- ideal: concurrency / latency (every slot always waiting on Catapult; undefined at 0 ms).
+- ``off``: limits off, 0 ms answers, 10 numbers. The naive consumer (aio-pika consume with
+  prefetch 16, one aiohttp POST per message, ack; no results, no limits, no retries: the least a
+  bridge can do) and ``bridge run --role worker`` (a confirmed result event per command before its
+  ack, batch sends). Rate and CPU per send of both.
+- ``high``: the worker with limits on but far above what is sent (100,000/s for the account and
+  each number), same load: what the limiter's bookkeeping costs per send.
+- ``reach``: how close the worker comes to what Catapult allows, the simulator enforcing the same
+  limits (its 403s are counted, ``GET /_sim/refusals``): one A2P number with 250/s allowed and
+  20 ms answers; the same at 1,000/s; 100 person-to-person numbers at 1/s each with the account
+  at 100/s and 50 ms answers. ``--reach-s`` seconds of sending at the allowed rate are queued.
+- ``memory``: 100,000 commands queued, limits off: the worker's peak RSS, and its RSS sampled
+  while the queue drains (flat: no growth with what is still queued).
+- ``limiter``: in this process, no I/O: the limiter and the scheduler alone, microseconds of CPU
+  per send at allowed rates from 100/s to 1,000,000/s (amortised constant: flat across rates).
 
-Rates are sends per second from the consumer's "ready" to its last command done (the worker's
-and the floor's last result in their queue, the naive consumer's last ack). Peak memory is the
-consumer process's VmHWM; CPU per send is read from /proc for the consumer, the simulator and
-RabbitMQ.
-Figures are printed, with each target met or not; the script does not fail on them.
+A rate is sends per second from the consumer's "ready" (the worker's ``worker consuming`` log
+line, the naive consumer's ``READY``) to its last command done (the last result in the results
+queue, polled every 10 ms without consuming it; the naive consumer's last ack). CPU is user +
+system time from /proc over the same interval for every process involved: the consumer, the
+simulator, RabbitMQ and this script (which polls), per send. Peak memory is the consumer's
+VmHWM. Figures are printed with each target met or not; the script does not fail on them.
 
-    uv run --frozen python bench/worker_bench.py [--messages 10000] [--concurrency 16]
+    uv run --frozen python bench/worker_bench.py                   # every scenario (~6 min)
+    uv run --frozen python bench/worker_bench.py -s off -s reach   # some of them
+    uv run --frozen python bench/worker_bench.py --help
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,34 +55,60 @@ from machine import broker_pid, cpu_seconds, describe
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bridge.broker import Envelope, Publisher, Topology, declare_topology  # noqa: E402
-from bridge.settings import SimulatorSettings, load_settings  # noqa: E402
+from bridge.broker import Topology, declare_topology  # noqa: E402
+from bridge.settings import SimulatorSettings, WorkerSettings, load_settings  # noqa: E402
+from bridge.worker.limits import Limits  # noqa: E402
+from bridge.worker.scheduler import Park, SendScheduler  # noqa: E402
 
-SENDERS = tuple(f"+1919555{n:04d}" for n in range(200, 204))
 SIM = SimulatorSettings()
-TARGET_VS_NAIVE = 1.5
-TARGET_VS_IDEAL = 0.95
+TEN = tuple(f"+1919555{n:04d}" for n in range(200, 210))
+A2P = "+19195550300"
+P2P = tuple(f"+1919556{n:04d}" for n in range(100))
+SCENARIOS = ("off", "high", "reach", "memory", "limiter")
 TARGET_RSS_MB = 150.0
+FLAT_MB = 10.0  # "flat while draining": RSS at 90 % drained at most this above RSS at 10 %
+
+
+@dataclass(frozen=True)
+class Case:
+    """One drain of a queue: the load, the limits on both sides, and what is allowed."""
+
+    name: str
+    latency_ms: float
+    senders: tuple[str, ...]
+    messages: int
+    worker: dict[str, Any] = field(default_factory=dict)  # worker settings over the limits off
+    sim_limits: dict[str, Any] | None = None  # None: the simulator's limits off
+    allowed_per_s: float | None = None
+    target_reach: float | None = None
 
 
 @dataclass
 class Run:
-    name: str
-    latency_ms: float
+    case: Case
+    consumer: str
     sends_per_s: float
     peak_rss_mb: float
-    cpu_ms_per_send: dict[str, float]  # consumer, simulator, broker
+    cpu_ms_per_send: dict[str, float]  # consumer, simulator, broker, driver
+    refused: dict[str, int] = field(default_factory=dict)
+    rss_samples: list[tuple[float, float]] = field(default_factory=list)  # (share done, MB)
+
+    @property
+    def cpu_total(self) -> float:
+        return sum(self.cpu_ms_per_send.values())
 
 
 class CpuMeter:
-    """CPU used by the consumer, the simulator and the broker between start() and stop()."""
+    """CPU used by each process of a run between its creation and ``per_send_ms``."""
 
     def __init__(self, pids: dict[str, int | None]) -> None:
         self.pids = pids
         self.start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        self.driver_start = time.process_time()
 
     def per_send_ms(self, sends: int) -> dict[str, float]:
         used = {name: cpu_seconds(pid) - self.start[name] for name, pid in self.pids.items()}
+        used["driver"] = time.process_time() - self.driver_start
         return {name: seconds * 1000 / sends for name, seconds in used.items()}
 
 
@@ -83,9 +118,9 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _peak_rss_mb(pid: int) -> float:
+def _status_mb(pid: int, field_name: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field_name):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -157,6 +192,7 @@ class Bench:
         )  # fmt: skip
         self.http: aiohttp.ClientSession | None = None
         self.amqp: aio_pika.abc.AbstractConnection | None = None
+        self.profiles: dict[str, Path] = {}
 
     async def __aenter__(self) -> Bench:
         await self.simulator.start()
@@ -181,21 +217,35 @@ class Bench:
             await self.http.close()
         await self.simulator.stop()
 
-    async def control(self, method: str, path: str, body: Any = None) -> None:
+    async def control(self, method: str, path: str, body: Any = None) -> Any:
         assert self.http is not None
         async with self.http.request(method, f"{self.sim_url}/_sim{path}", json=body) as answer:
             if answer.status >= 300:
                 raise RuntimeError(f"{method} {path}: {answer.status} {await answer.text()}")
+            return await answer.json() if answer.status == 200 else None
 
-    async def prepare(self, latency_ms: float) -> None:
+    async def prepare(self, case: Case) -> None:
         await self.control("POST", "/reset")
         await self.control("DELETE", "/limits")
-        await self.control("PUT", "/faults", {"latency_ms": latency_ms})
-        for number in SENDERS:
+        if case.sim_limits is not None:
+            await self.control("PUT", "/limits", case.sim_limits)
+        await self.control("PUT", "/faults", {"latency_ms": case.latency_ms})
+        for number in case.senders:
             await self.control("POST", "/numbers", {"number": number})
 
-    def settings_for(self, name: str) -> dict[str, Any]:
+    def settings_for(self, name: str, case: Case) -> dict[str, Any]:
         prefix = f"bench-{name}-{uuid.uuid4().hex[:6]}"
+        worker: dict[str, Any] = {
+            "account_messages_per_s": 0,
+            "number_messages_per_s": 0,
+            "number_requests_per_min": 0,
+        }
+        if self.args.worker_concurrency:
+            worker["concurrency"] = self.args.worker_concurrency
+        worker.update(case.worker)
+        for setting in self.args.set or ():
+            key, _, value = setting.partition("=")
+            worker[key] = json.loads(value)
         return {
             "broker": {
                 "url": self.args.amqp_url,
@@ -213,29 +263,24 @@ class Bench:
                 "api_token": SIM.api_token,
                 "api_secret": SIM.api_secret.get_secret_value(),
             },
-            "worker": {
-                "concurrency": self.args.concurrency,
-                "account_messages_per_s": 0,
-                "number_messages_per_s": 0,
-                "number_requests_per_min": 0,
-            },
+            "worker": worker,
             "operations": {"port": _free_port(), "host": "127.0.0.1"},
-            "log": {"level": "INFO"},
+            "log": {"level": "INFO", "per_message": False},
         }
 
-    async def queue_commands(self, topology: Topology) -> None:
+    async def queue_commands(self, topology: Topology, case: Case) -> None:
         assert self.amqp is not None
         channel = await self.amqp.channel(publisher_confirms=True)
         await declare_topology(channel, topology)
         exchange = channel.default_exchange
-        total = self.args.messages
-        for start in range(0, total, 1000):
+        senders = case.senders
+        for start in range(0, case.messages, 1000):
             await asyncio.gather(
                 *(
                     exchange.publish(
                         aio_pika.Message(
                             orjson.dumps(
-                                {"from": SENDERS[n % len(SENDERS)], "to": "+19195559999",
+                                {"from": senders[n % len(senders)], "to": "+19195559999",
                                  "text": f"benchmark message {n}"}
                             ),
                             message_id=f"bench-{n}",
@@ -244,7 +289,7 @@ class Bench:
                         ),
                         routing_key=topology.send_queue,
                     )
-                    for n in range(start, min(total, start + 1000))
+                    for n in range(start, min(case.messages, start + 1000))
                 )
             )  # fmt: skip
         await channel.close()
@@ -259,70 +304,86 @@ class Bench:
             await channel.exchange_delete(exchange.name)
         await channel.close()
 
-    async def run_naive(self, latency_ms: float) -> Run:
-        return await self.run_reference("naive", latency_ms)
-
-    async def run_floor(self) -> Run:
-        return await self.run_reference("floor", 0.0)
-
-    async def run_reference(self, mode: str, latency_ms: float) -> Run:
-        """One of this script's own consumers (``naive`` or ``floor``) in a child process."""
-        overrides = self.settings_for(mode)
+    async def run_naive(self, case: Case) -> Run:
+        """The naive consumer (this script's own ``naive`` mode) in a child process."""
+        overrides = self.settings_for("naive", case)
         topology = Topology.from_settings(load_settings(**overrides))
-        await self.prepare(latency_ms)
-        await self.queue_commands(topology)
-        results = topology.results_queue(topology.send_queue)
+        await self.prepare(case)
+        await self.queue_commands(topology, case)
         child = Child(
-            [sys.executable, __file__, mode, "--amqp-url", self.args.amqp_url,
+            [sys.executable, __file__, "naive", "--amqp-url", self.args.amqp_url,
              "--queue", topology.send_queue, "--base-url", f"{self.sim_url}/v1",
-             "--results", results, "--concurrency", str(self.args.concurrency),
-             "--messages", str(self.args.messages)],
+             "--naive-concurrency", str(self.args.naive_concurrency),
+             "--messages", str(case.messages)],
             env=_environ({}),
         )  # fmt: skip
         await child.start()
         try:
             ready = await child.wait_for("READY")
             meter = self.meter(child)
-            if mode == "floor":  # done when every result is in its queue, as for the worker
-                done = await self.until_depth(results, self.args.messages)
-            else:
-                done = await child.wait_for("DONE", timeout_s=600)
-            cpu = meter.per_send_ms(self.args.messages)
+            done = await child.wait_for("DONE", timeout_s=900)
+            cpu = meter.per_send_ms(case.messages)
             assert child.process is not None
-            rss = _peak_rss_mb(child.process.pid)
+            rss = _status_mb(child.process.pid, "VmHWM:")
         finally:
             await child.stop()
             await self.delete(topology)
-        return Run(mode, latency_ms, self.args.messages / (done - ready), rss, cpu)
+        return Run(case, "naive", case.messages / (done - ready), rss, cpu)
 
-    async def run_worker(self, latency_ms: float) -> Run:
-        overrides = self.settings_for("worker")
+    async def run_worker(self, case: Case) -> Run:
+        overrides = self.settings_for("worker", case)
         topology = Topology.from_settings(load_settings(**overrides))
-        await self.prepare(latency_ms)
-        await self.queue_commands(topology)
+        await self.prepare(case)
+        await self.queue_commands(topology, case)
         child = Child(
             [sys.executable, "-m", "bridge.cli", "run", "--role", "worker"],
             env=_environ(overrides),
         )
         await child.start()
+        samples: list[tuple[float, float]] = []
+        profiler: asyncio.subprocess.Process | None = None
         try:
             ready = await child.wait_for("worker consuming")
             meter = self.meter(child)
+            assert child.process is not None
+            pid = child.process.pid
+            if self.args.py_spy:
+                profiler = await self.profile(pid, case)
             # The results stay in their queue (nobody consumes them, as nobody consumes the
             # naive consumer's output): done when all of them are there.
             finished_at = await self.until_depth(
-                topology.results_queue(topology.send_queue), self.args.messages
+                topology.results_queue(topology.send_queue),
+                case.messages,
+                sample=lambda depth: samples.append(
+                    (depth / case.messages, _status_mb(pid, "VmRSS:"))
+                ),
             )
-            cpu = meter.per_send_ms(self.args.messages)
-            assert child.process is not None
-            rss = _peak_rss_mb(child.process.pid)
+            cpu = meter.per_send_ms(case.messages)
+            rss = _status_mb(pid, "VmHWM:")
+            refused = await self.control("GET", "/refusals")
         finally:
+            if profiler is not None:
+                profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                await profiler.wait()
             await child.stop()
             await self.delete(topology)
         failed = [line for _, line in child.lines if "Traceback" in line or "ERROR" in line]
         if failed:
-            raise RuntimeError("the worker logged errors:\n" + "\n".join(failed))
-        return Run("worker", latency_ms, self.args.messages / (finished_at - ready), rss, cpu)
+            raise RuntimeError("the worker logged errors:\n" + "\n".join(failed[:20]))
+        rate = case.messages / (finished_at - ready)
+        return Run(case, "worker", rate, rss, cpu, refused=refused or {}, rss_samples=samples)
+
+    async def profile(self, pid: int, case: Case) -> asyncio.subprocess.Process:
+        """py-spy sampling ``pid`` until SIGINT, into ``--py-spy``/<case>.txt (collapsed
+        stacks; ``top_of_profile`` reads it). The sampler's own CPU is not the worker's."""
+        directory = Path(self.args.py_spy)  # made by main()
+        name = "".join(c if c.isalnum() else "-" for c in case.name).strip("-")
+        self.profiles[case.name] = path = directory / f"{name}.txt"
+        return await asyncio.create_subprocess_exec(
+            "py-spy", "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
+            "--output", str(path), "--nonblocking",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
 
     def meter(self, child: Child) -> CpuMeter:
         assert child.process is not None
@@ -335,16 +396,23 @@ class Bench:
             }
         )
 
-    async def until_depth(self, queue: str, count: int) -> float:
+    async def until_depth(
+        self, queue: str, count: int, *, sample: Any = None, sample_every_s: float = 0.5
+    ) -> float:
         """When ``queue`` first holds ``count`` messages (polled every 10 ms)."""
         assert self.amqp is not None
         channel = await self.amqp.channel()
+        next_sample = 0.0
         try:
-            async with asyncio.timeout(600):
+            async with asyncio.timeout(900):
                 while True:
                     declared = await channel.declare_queue(queue, passive=True)
-                    if (declared.declaration_result.message_count or 0) >= count:
+                    depth = declared.declaration_result.message_count or 0
+                    if depth >= count:
                         return time.monotonic()
+                    if sample is not None and time.monotonic() >= next_sample:
+                        sample(depth)
+                        next_sample = time.monotonic() + sample_every_s
                     await asyncio.sleep(0.01)
         finally:
             await channel.close()
@@ -363,11 +431,11 @@ async def naive(args: argparse.Namespace) -> None:
     """The baseline consumer: one POST per message, ack, nothing else."""
     connection = await aio_pika.connect(args.amqp_url)
     channel = await connection.channel()
-    await channel.set_qos(prefetch_count=args.concurrency)
+    await channel.set_qos(prefetch_count=args.naive_concurrency)
     queue = await channel.get_queue(args.queue)
     url = f"{args.base_url}/users/{SIM.user_id}/messages"
     auth = aiohttp.BasicAuth(SIM.api_token, SIM.api_secret.get_secret_value())
-    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    connector = aiohttp.TCPConnector(limit=args.naive_concurrency)
     done = asyncio.Event()
     count = 0
     async with aiohttp.ClientSession(auth=auth, connector=connector) as session:
@@ -393,89 +461,276 @@ async def naive(args: argparse.Namespace) -> None:
     await connection.close()
 
 
-async def floor(args: argparse.Namespace) -> None:
-    """Reference: what a consumer costs that only publishes one confirmed result per command.
+def top_of_profile(path: Path, lines: int = 12) -> list[str]:
+    """The functions with the most samples in a py-spy raw profile: own, and with callees."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        samples += count
+        frames = [_frame(f) for f in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            total[frame] = total.get(frame, 0) + count
+    if not samples:
+        return ["(no samples)"]
+    shown = [f"{samples} samples; own % / with callees % / function"]
+    for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:lines]:
+        shown.append(f"{100 * count / samples:5.1f} {100 * total[frame] / samples:5.1f}  {frame}")
+    return shown
 
-    aio-pika consume with the worker's prefetch (concurrency x 50), then for each command a
-    small persistent result, mandatory and confirmed, straight into the results queue through
-    the worker's own ``Publisher``, then the ack. No Catapult call, no validation, no
-    CloudEvent: the least any worker that reports every command's outcome does through aio-pika
-    and RabbitMQ.
-    """
-    connection = await aio_pika.connect(args.amqp_url)
-    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-    await channel.set_qos(prefetch_count=args.concurrency * 50)
-    queue = await channel.get_queue(args.queue)
-    # The worker's own publish path.
-    publisher = Publisher(await channel.get_underlay_channel(), confirm_timeout_s=60)
-    body = orjson.dumps({"outcome": "succeeded"})
 
-    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        result = Envelope(body, args.results, str(message.message_id), "result", "application/json")
-        await publisher.publish(result, exchange="")
-        await message.ack()
+def _frame(text: str) -> str:
+    # "function (path/to/module.py:123)" -> "function (module.py)"
+    name, _, where = text.partition(" (")
+    module = where.rsplit("/", 1)[-1].split(":", 1)[0]
+    return f"{name} ({module})" if module else name
 
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await queue.consume(on_message)
-    print("READY", flush=True)
-    await stop.wait()
-    await connection.close()
+
+# The limiter alone -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    sender: str
+    needs_lookup: bool = False
+
+
+def limiter_cost(rate_per_s: float, *, sends: int = 20_000, latency_s: float = 0.02) -> Any:
+    """CPU microseconds per send of the limits and the scheduler alone, on a simulated clock:
+    10 person-to-person numbers, the account and each number allowed ``rate_per_s``, answers
+    after ``latency_s``; up to 50 deliveries arrive between two takes, fewer when one is parked.
+    Returns (us per send, mean batch, commands parked per send)."""
+    settings = WorkerSettings(
+        account_messages_per_s=rate_per_s,
+        number_messages_per_s=rate_per_s,
+        number_requests_per_min=0,
+    )
+    limits = Limits(settings)
+    window = settings.send_prefetch
+    scheduler: SendScheduler[_Item] = SendScheduler(
+        limits,
+        hold_s=settings.hold_s,
+        park_tiers_s=settings.retry_delays_s,
+        batch_max=settings.batch_max,
+        window=window,
+    )
+    items = [_Item(TEN[n % len(TEN)]) for n in range(len(TEN))]
+    answers: list[tuple[float, list[str]]] = []
+    now, sent, requests, parked, n = 1000.0, 0, 0, 0, 0
+    started = time.process_time()
+    while sent < sends:
+        for _ in range(50):
+            if scheduler.held_count >= window:
+                break
+            n += 1
+            if isinstance(scheduler.admit(items[n % len(items)], now), Park):
+                parked += 1  # acked and republished: the next delivery comes after a take
+                break
+        while answers and answers[0][0] <= now:
+            limits.sends_answered(answers.pop(0)[1], now)
+        batch = scheduler.take(now)
+        if batch:
+            sent += len(batch)
+            requests += 1
+            answers.append((now + latency_s, [item.sender for item in batch]))
+            continue
+        due = [t for t in (scheduler.next_ready_at(), answers[0][0] if answers else None) if t]
+        due = [t for t in due if t != float("inf")]
+        now = max(now + 1e-6, min(due)) if due else now + 0.001
+    used_s = time.process_time() - started
+    return used_s * 1e6 / sent, sent / requests, parked / sent
+
+
+# The run ----------------------------------------------------------------------------------------
+
+
+def build_cases(args: argparse.Namespace) -> dict[str, list[Case]]:
+    def a2p(rate: float, target: float) -> Case:
+        limits = {"account_messages_per_s": rate, "number_messages_per_s": 1, "a2p_numbers": [A2P]}
+        return Case(
+            f"reach: 1 A2P number, {rate:,.0f}/s allowed, 20 ms answers",
+            20.0,
+            (A2P,),
+            int(rate * args.reach_s),
+            worker=limits,
+            sim_limits=limits,
+            allowed_per_s=rate,
+            target_reach=target,
+        )
+
+    p2p_limits = {"account_messages_per_s": 100, "number_messages_per_s": 1}
+    high = {"account_messages_per_s": 100_000, "number_messages_per_s": 100_000}
+    return {
+        "off": [Case("limits off, 0 ms answers, 10 numbers", 0.0, TEN, args.messages)],
+        "high": [Case("limits on at 100,000/s, 0 ms, 10 numbers", 0.0, TEN, args.messages, high)],
+        "reach": [
+            a2p(250, 0.95),
+            a2p(1000, 0.90),
+            Case(
+                "reach: 100 P2P numbers at 1/s, account 100/s, 50 ms answers",
+                50.0,
+                P2P,
+                int(100 * args.reach_s),
+                worker=p2p_limits,
+                sim_limits=p2p_limits,
+                allowed_per_s=100,
+                target_reach=0.95,
+            ),
+        ],
+        "memory": [Case("memory: limits off, 0 ms, 10 numbers", 0.0, TEN, args.memory_messages)],
+    }
+
+
+def _line(run: Run) -> str:
+    cpu = run.cpu_ms_per_send
+    refused = sum(run.refused.values())
+    return (
+        f"  {run.consumer:>6} {run.sends_per_s:>9.1f}/s {run.peak_rss_mb:>7.1f} MB   "
+        f"{cpu['consumer']:.3f} / {cpu['simulator']:.3f} / {cpu['broker']:.3f} / "
+        f"{cpu['driver']:.3f} = {run.cpu_total:.3f}   403s: {refused}"
+    )
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT MET"
 
 
 async def main(args: argparse.Namespace) -> int:
-    runs: list[Run] = []
     machine = describe()
-    async with Bench(args) as bench:
-        for latency_ms in (0.0, 50.0):
-            runs.append(await bench.run_naive(latency_ms))
-            runs.append(await bench.run_worker(latency_ms))
-            if latency_ms == 0.0:
-                runs.append(await bench.run_floor())
-    by = {(r.name, r.latency_ms): r for r in runs}
-    c, n = args.concurrency, args.messages
-    print(f"\nworker benchmark: {n} send commands queued, concurrency {c}, limits off")
-    print(f"machine: {machine}")
-    print(
-        f"{'latency':>8} {'consumer':>8} {'sends/s':>9} {'peak RSS':>9}   "
-        "CPU ms per send: consumer / simulator / broker"
-    )
-    for run in runs:
-        cpu = run.cpu_ms_per_send
-        print(
-            f"{run.latency_ms:>6.0f}ms {run.name:>8} {run.sends_per_s:>9.1f} "
-            f"{run.peak_rss_mb:>7.1f}MB   "
-            f"{cpu['consumer']:.3f} / {cpu['simulator']:.3f} / {cpu['broker']:.3f}"
-        )
-    ideal = c / 0.050
-    print(f"{50:>6}ms {'ideal':>8} {ideal:>9.1f}   (concurrency / latency)")
-    vs_naive = by[("worker", 0.0)].sends_per_s / by[("naive", 0.0)].sends_per_s
-    vs_ideal = by[("worker", 50.0)].sends_per_s / ideal
-    naive_50 = by[("naive", 50.0)].sends_per_s / ideal
-    floor_vs_naive = by[("floor", 0.0)].sends_per_s / by[("naive", 0.0)].sends_per_s
-    rss = max(r.peak_rss_mb for r in runs if r.name == "worker")
-    checks = [
-        (f"worker / naive at 0 ms = {vs_naive:.2f}x", vs_naive >= TARGET_VS_NAIVE,
-         f">= {TARGET_VS_NAIVE}x"),
-        (f"worker / ideal at 50 ms = {vs_ideal:.1%} (naive: {naive_50:.1%})",
-         vs_ideal >= TARGET_VS_IDEAL, f">= {TARGET_VS_IDEAL:.0%}"),
-        (f"worker peak RSS = {rss:.1f} MB", rss < TARGET_RSS_MB, f"< {TARGET_RSS_MB:.0f} MB"),
-    ]  # fmt: skip
-    print()
-    for text, ok, target in checks:
-        print(f"  {'met' if ok else 'NOT MET'}  {text}  (target {target})")
-    print(
-        f"  reference: floor / naive at 0 ms = {floor_vs_naive:.2f}x (consume, one confirmed "
-        "result, ack; no Catapult call, no validation)"
-    )
+    chosen = args.scenario or list(SCENARIOS)
+    cases = build_cases(args)
+    runs: dict[tuple[str, str], Run] = {}
+    profiles: dict[str, Path] = {}
+    limiter: list[tuple[float, tuple[float, float, float]]] = []
+    if any(name != "limiter" for name in chosen):
+        async with Bench(args) as bench:
+            for name in chosen:
+                for case in cases.get(name, []):
+                    if args.only and args.only not in case.name:
+                        continue
+                    print(case.name, flush=True)
+                    if name == "off":
+                        runs[(case.name, "naive")] = run = await bench.run_naive(case)
+                        print(_line(run), flush=True)
+                    runs[(case.name, "worker")] = run = await bench.run_worker(case)
+                    print(_line(run), flush=True)
+            profiles = dict(bench.profiles)
+    if "limiter" in chosen:
+        for rate in (100.0, 1_000.0, 10_000.0, 100_000.0, 1_000_000.0):
+            limiter.append((rate, limiter_cost(rate)))
+
+    print(f"\nworker benchmark, {args.queue_type} queues; machine: {machine}, ", end="")
+    print(f"load average {os.getloadavg()[0]:.2f} after")
+    print("per send, CPU ms: consumer / simulator / broker / this script = all processes\n")
+    for run in runs.values():
+        print(f"{run.case.name}, {run.case.messages} commands")
+        print(_line(run))
+    rows: list[tuple[str, str, str, str, str]] = []
+    off_case, high_case, memory_case = cases["off"][0], cases["high"][0], cases["memory"][0]
+    naive_run = runs.get((off_case.name, "naive"))
+    off = runs.get((off_case.name, "worker"))
+    high = runs.get((high_case.name, "worker"))
+    if naive_run and off:
+        rows.append(
+            ("worker sends/s, limits off, 0 ms answers, 10 numbers", f"{off.sends_per_s:,.0f}",
+             f"naive {naive_run.sends_per_s:,.0f}", ">= naive",
+             _met(off.sends_per_s >= naive_run.sends_per_s)),
+        )  # fmt: skip
+        for label, key in (("consumer", "consumer"), ("all processes", None)):
+            mine = off.cpu_ms_per_send["consumer"] if key else off.cpu_total
+            base = naive_run.cpu_ms_per_send["consumer"] if key else naive_run.cpu_total
+            rows.append(
+                (f"worker CPU ms per send, limits off ({label})", f"{mine:.3f}",
+                 f"naive {base:.3f}", "<= naive", _met(mine <= base)),
+            )  # fmt: skip
+    if high:
+        base_run = naive_run or off
+        base = base_run.cpu_ms_per_send["consumer"] if base_run else float("nan")
+        mine = high.cpu_ms_per_send["consumer"]
+        shown = f"{base_run.consumer} {base:.3f}" if base_run else "?"
+        rows.append(
+            ("worker CPU ms per send, limits on at 100,000/s (consumer)", f"{mine:.3f}",
+             shown, "<= naive", _met(mine <= base)),
+        )  # fmt: skip
+    for case in cases["reach"]:
+        reached = runs.get((case.name, "worker"))
+        if reached is None or case.allowed_per_s is None or case.target_reach is None:
+            continue
+        share = reached.sends_per_s / case.allowed_per_s
+        refused = sum(reached.refused.values())
+        rows.append(
+            (case.name.removeprefix("reach: "), f"{reached.sends_per_s:,.1f}/s = {share:.1%}, "
+             f"{refused} x 403", f"allowed {case.allowed_per_s:,.0f}/s",
+             f">= {case.target_reach:.0%}, no 403",
+             _met(share >= case.target_reach and refused == 0)),
+        )  # fmt: skip
+    memory = runs.get((memory_case.name, "worker"))
+    if memory:
+        rows.append(
+            (f"worker peak RSS, {memory.case.messages:,} commands queued",
+             f"{memory.peak_rss_mb:.1f} MB", "", f"<= {TARGET_RSS_MB:.0f} MB",
+             _met(memory.peak_rss_mb <= TARGET_RSS_MB)),
+        )  # fmt: skip
+        at = {share: _rss_at(memory, share) for share in (0.1, 0.5, 0.9)}
+        flat = at[0.9] - at[0.1] <= FLAT_MB
+        shown = ", ".join(f"{mb:.1f} MB at {share:.0%}" for share, mb in at.items())
+        rows.append(
+            ("worker RSS while the queue drains", shown, "", f"flat (+{FLAT_MB:.0f} MB at most)",
+             _met(flat)),
+        )  # fmt: skip
+    if limiter:
+        costs = [cost for _, (cost, _, _) in limiter]
+        text = ", ".join(f"{cost:.1f} at {rate:,.0f}/s" for rate, (cost, _, _) in limiter)
+        rows.append(
+            ("limiter + scheduler CPU us per send (no I/O)", text, "", "flat across rates",
+             _met(max(costs) <= 2 * min(costs))),
+        )  # fmt: skip
+        for rate, (cost, batch, parked) in limiter:
+            print(f"limiter at {rate:>9,.0f}/s: {cost:6.1f} us per send, mean batch {batch:.1f}, "
+                  f"parked per send {parked:.2f}")  # fmt: skip
+    for name, path in profiles.items():
+        print(f"\npy-spy, {name} ({path}):")
+        for line in top_of_profile(path):
+            print("  " + line)
+    print("\n| row | bridge | baseline | target | met? |\n|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
     return 0
+
+
+def _rss_at(run: Run, share: float) -> float:
+    """RSS of the first sample taken once ``share`` of the commands were done."""
+    later = [mb for done, mb in run.rss_samples if done >= share]
+    return later[0] if later else float("nan")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", nargs="?", default="bench", choices=["bench", "naive", "floor"])
-    parser.add_argument("--messages", type=int, default=10_000)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("mode", nargs="?", default="bench", choices=["bench", "naive"])
+    parser.add_argument(
+        "-s", "--scenario", action="append", choices=SCENARIOS, help="repeatable; default: all"
+    )
+    parser.add_argument("--only", metavar="TEXT", help="only the cases whose name has TEXT")
+    parser.add_argument("--messages", type=int, default=10_000, help="off and high")
+    parser.add_argument("--memory-messages", type=int, default=100_000)
+    parser.add_argument(
+        "--reach-s", type=float, default=15.0, help="seconds of sending at the allowed rate"
+    )
+    parser.add_argument(
+        "--py-spy", metavar="DIR", help="profile each worker run with py-spy into DIR"
+    )
+    parser.add_argument(
+        "--set", action="append", metavar="KEY=JSON", help="a worker setting for every worker run"
+    )
+    parser.add_argument("--naive-concurrency", type=int, default=16)
+    parser.add_argument(
+        "--worker-concurrency", type=int, default=None, help="worker.concurrency (default: its own)"
+    )
     parser.add_argument(
         "--amqp-url",
         default=os.environ.get("BRIDGE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
@@ -483,13 +738,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--queue-type", choices=["quorum", "classic"], default="quorum")
     parser.add_argument("--queue", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
-    parser.add_argument("--results", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
     arguments = parse_args()
-    if arguments.mode in ("naive", "floor"):
-        asyncio.run(naive(arguments) if arguments.mode == "naive" else floor(arguments))
+    if arguments.mode == "naive":
+        asyncio.run(naive(arguments))
         raise SystemExit(0)
+    if arguments.py_spy:
+        Path(arguments.py_spy).mkdir(parents=True, exist_ok=True)
     raise SystemExit(asyncio.run(main(arguments)))
