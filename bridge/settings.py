@@ -11,6 +11,7 @@ Loaded once at start-up (``load_settings``) and passed down; no module reads the
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -255,7 +256,8 @@ class WorkerSettings(_Section):
     # Calls to Catapult in flight (one slot per request, a batch of sends is one request).
     concurrency: PositiveInt = 16
     # Send commands held unacked at most (the send queue's prefetch: the memory bound); default
-    # concurrency x batch_max, so that every call slot can carry a full batch. Keep it at least
+    # concurrency x batch_max (every call slot can carry a full batch), or 2 x
+    # account_messages_per_s x hold_s when more (see send_prefetch). Keep it at least
     # the highest message rate times the shortest retry delay: parked sends come back once per
     # delay tier.
     prefetch: PositiveInt | None = None
@@ -304,7 +306,15 @@ class WorkerSettings(_Section):
 
     @property
     def send_prefetch(self) -> int:
-        return self.prefetch or self.concurrency * self.batch_max
+        """The send queue's prefetch: ``prefetch``, else enough for every call slot to carry a
+        full batch and for one sender at the account's rate to hold ``hold_s`` of its sending
+        (or the shortest delay tier's, if longer) within its half of the window, so that a
+        busy A2P number's commands wait in memory rather than go round the delay tiers."""
+        if self.prefetch:
+            return self.prefetch
+        hold_s = max(self.hold_s, min(self.retry_delays_s, default=self.hold_s))
+        by_rate = math.ceil(2 * self.account_messages_per_s * hold_s)
+        return max(self.concurrency * self.batch_max, by_rate)
 
 
 class OperationsSettings(_Section):

@@ -38,7 +38,7 @@ from bridge.worker.decisions import (
     Throttle,
     classify,
 )
-from bridge.worker.limits import Limits, SendWindow, TokenBucket, interval_for
+from bridge.worker.limits import Limits, SendWindow, TokenBucket, burst_for, interval_for
 
 POLICY = RetryPolicy(max_attempts=4, base_delay_s=1.0, max_delay_s=30.0)
 SENDER = "+19195551212"
@@ -180,6 +180,50 @@ def test_a_bucket_of_capacity_one_never_bursts() -> None:
     assert bucket.ready_at == 101.0
     bucket.take(105.0)  # idle for a while: still only one
     assert bucket.ready_at == 106.0
+
+
+def test_a_bucket_lets_its_burst_go_together_and_paces_the_rest() -> None:
+    bucket = TokenBucket(interval_s=0.1, burst=5)
+    assert bucket.available(0.0) == 5
+    bucket.take(0.0, 5)
+    assert bucket.available(0.0) == 0
+    assert bucket.ready_at == pytest.approx(0.1)
+    assert bucket.available(0.1) == 1
+    bucket.take(0.1)
+    assert not bucket.is_full(0.4)
+    assert bucket.available(100.0) == 5  # idle for long: a burst again, never more
+    assert bucket.is_full(100.0)
+
+
+@pytest.mark.parametrize(
+    ("rate", "margin", "burst"),
+    [(250.0, 0.02, 49), (1000.0, 0.02, 50), (100.0, 0.02, 19), (1.0, 0.02, 1), (250.0, 0.0, 1),
+     (0.0, 0.02, 1)],
+)  # fmt: skip
+def test_a_burst_is_what_the_margin_leaves_free_in_the_window(
+    rate: float, margin: float, burst: int
+) -> None:
+    assert burst_for(rate, margin, batch_max=50) == burst
+
+
+def test_bursts_never_put_more_than_the_catapult_count_into_a_window() -> None:
+    """As many sends as the account allows at every moment it allows any, for 60 s at 250/s."""
+    limits = Limits(WorkerSettings(account_messages_per_s=250, a2p_numbers=("+1",)))
+    times: list[float] = []
+    now = 0.0
+    while now < 60.0:
+        count = limits.account_sendable(now)
+        if count:
+            limits.take_sends({"+1": count}, now)
+            limits.sends_answered(["+1"] * count, now)
+            times.extend([now] * count)
+        now = max(now + 1e-4, limits.send_ready_at("+1"))
+    assert len(times) >= 250 * 60 * 0.97  # it did send at the rate
+    first = 0
+    for index, t in enumerate(times):  # every window (t - 10 s, t] ending at a send
+        while times[first] <= t - RATE_WINDOW_S:
+            first += 1
+        assert index - first + 1 <= 2500
 
 
 @pytest.mark.parametrize(

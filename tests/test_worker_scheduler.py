@@ -304,3 +304,28 @@ def test_limits_off_never_park() -> None:
     scheduler, _ = _scheduler(account_messages_per_s=0, number_messages_per_s=0, concurrency=4)
     queue = [Item("+1", n) for n in range(100)]
     assert all(scheduler.admit(item, 0.0) is HOLD for item in queue)
+
+
+def test_one_a2p_number_sends_its_burst_as_one_batch_then_gathers() -> None:
+    """250/s allowed: the burst the margin leaves (49) goes as one batch; after it, a take that
+    left work behind waits ``gather_s`` so that the next sends leave together too."""
+    settings = WorkerSettings(account_messages_per_s=250, a2p_numbers=("+1",))
+    limits = Limits(settings)
+    scheduler: SendScheduler[Item] = SendScheduler(
+        limits, hold_s=2.0, park_tiers_s=TIERS, batch_max=50, window=800
+    )
+    for n in range(100):
+        assert scheduler.admit(Item("+1", n), 0.0) is HOLD
+    assert len(scheduler.take(0.0, gather_s=0.02)) == 49
+    assert scheduler.take(0.0, gather_s=0.02) == []
+    assert scheduler.next_ready_at() == 0.02  # a send is allowed sooner; it waits to gather
+    assert len(scheduler.take(0.02, gather_s=0.02)) == 4  # 20 ms at 250/s, less the margin
+    assert scheduler.take(0.02, max_items=0) == []
+
+
+def test_a_take_never_exceeds_max_items() -> None:
+    scheduler, _ = _scheduler(account_messages_per_s=0, number_messages_per_s=0)
+    for n in range(10):
+        scheduler.admit(Item("+1", n), 0.0)
+    assert len(scheduler.take(0.0, max_items=3)) == 3
+    assert len(scheduler.take(0.0)) == 7

@@ -37,6 +37,7 @@ from bridge.worker.dispatcher import Dispatcher, InFlight
 from bridge.worker.executor import Executor
 from bridge.worker.limits import Limits
 from bridge.worker.metrics import WorkerMetrics
+from bridge.worker.pacing import Pacing
 from bridge.worker.scheduler import ImportScheduler, Park, SendScheduler
 from bridge.worker.settlement import GIVE_BACK, Disposition, Finish, Planner, Republish
 
@@ -76,14 +77,21 @@ class CommandFlow:
             window=settings.send_prefetch,
         )
         self._imports: ImportScheduler[Delivery] = ImportScheduler(limits)
+        # Sends in flight follow the allowed rate and the answer time (Little's law).
+        self._pacing = Pacing(
+            rate_per_s=settings.account_messages_per_s,
+            batch_max=min(settings.batch_max, MAX_BATCH),
+            max_in_flight=settings.concurrency * min(settings.batch_max, MAX_BATCH),
+        )
+        self._sends_in_flight = 0
         self._held_sends = metrics.held.labels("send")
         self._held_imports = metrics.held.labels("import")
         calls = asyncio.Semaphore(settings.concurrency)
         number_calls = asyncio.Semaphore(settings.number_concurrency)
         self.send_dispatcher: Dispatcher[Delivery] = Dispatcher(
             name="send",
-            next_ready_at=self._sends.next_ready_at,
-            take=self._sends.take,
+            next_ready_at=self._next_send_at,
+            take=self._take_sends,
             run=self._run_sends,
             slots=[calls],
             in_flight=in_flight,
@@ -206,19 +214,38 @@ class CommandFlow:
 
     # -- calls -----------------------------------------------------------------------------------
 
+    def _next_send_at(self) -> float | None:
+        # None while the sends in flight are all Little's law allows: an answer wakes it.
+        if self._sends_in_flight >= self._pacing.sends_in_flight:
+            return None
+        return self._sends.next_ready_at()
+
+    def _take_sends(self, now_s: float) -> list[Delivery]:
+        batch = self._sends.take(
+            now_s,
+            max_items=self._pacing.sends_in_flight - self._sends_in_flight,
+            gather_s=self._pacing.gather_s,
+        )
+        self._sends_in_flight += len(batch)
+        return batch
+
     async def _run_sends(self, batch: list[Delivery]) -> None:
         live: list[Delivery] = []
         expired: list[tuple[Delivery, Outcome]] = []
         try:
             live, expired = self._unexpired(self._live(batch))
             self._update_gauges()
+            started_s = self._clock()
             results = await self._executor.run_sends(live) if live else []
+            if live:
+                self._pacing.observe(self._clock() - started_s)
         except asyncio.CancelledError:
             await asyncio.shield(self._give_back(live))
             raise
         finally:
             # Every send taken for this batch was answered, failed or never left: room in the
             # windows it counted in, for the sends waiting on it.
+            self._sends_in_flight -= len(batch)
             self._limits.sends_answered([d.sender for d in batch], self._clock())
             self.send_dispatcher.wake()
         await self._conclude_all(expired + results)

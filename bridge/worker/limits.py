@@ -1,14 +1,16 @@
 """The worker's own limits: token buckets for sends and number requests, and pauses after refusals.
 
-Buckets have capacity (burst) 1 and refill at the configured rate, run ``rate_margin`` under it:
-they pace the sends. Catapult (and the simulator) count accepted sends per account and per
-sending number over the window (now - 10 s, now] and refuse one that would make more than
-``rate * 10``; pacing alone cannot promise that, as a send may reach Catapult any time between
-leaving and its answer coming back, and a late one shares a window with the sends after it. So
-each scope also has a ``SendWindow`` that counts the sends that may still fall into Catapult's
-window and holds the next send while they are ``rate * 10`` (at the full rate, sends then go out
-``rate * 10`` per 10 s plus one call's round trip). The per-number limits apply only to
-person-to-person numbers (``worker.a2p_numbers`` are exempt). A rate of 0 switches them off.
+Buckets refill at the configured rate, run ``rate_margin`` under it: they pace the sends. Their
+burst is what that margin leaves free in Catapult's 10 s window (``burst_for``, at most one batch
+request, at least 1), so that the sends of one moment go out as one batch request. Catapult (and the
+simulator) count accepted sends per account and per sending number over the window (now - 10 s, now]
+and refuse one that would make more than ``rate * 10``; pacing alone cannot promise that, as a send
+may reach Catapult any time between leaving and its answer coming back, and a late one shares a
+window with the sends after it. So each scope also has a ``SendWindow`` that counts the sends that
+may still fall into Catapult's window and holds the next send while they are ``rate * 10`` (at the
+full rate, sends then go out ``rate * 10`` per 10 s plus one call's round trip). The per-number
+limits apply only to person-to-person numbers (``worker.a2p_numbers`` are exempt). A rate of 0
+switches them off.
 
 Pauses come from Catapult's refusals: a 403 ``message-rate-limit*`` pauses the account or one
 number (no reset time is given, so the pause starts at ``rate_limit_pause_s`` and doubles while the
@@ -16,8 +18,9 @@ refusals go on, up to ``rate_limit_pause_max_s``); a 429 pauses its resource fam
 ``X-RateLimit-Reset``, kept between ``rate_limit_reset_min_s`` and ``rate_limit_reset_max_s``.
 
 Times are passed in (monotonic seconds; wall-clock seconds only to read a reset time). No I/O and no
-clock here. Memory: one entry per number that sent within its last interval or whose window still
-counts a send, plus live pauses.
+clock here; every operation is constant time per send, amortised, whatever the rates (the buckets
+are virtual times, the windows drop what stopped counting as they are asked). Memory: one entry per
+number that sent within its last interval or whose window still counts a send, plus live pauses.
 """
 
 from __future__ import annotations
@@ -33,23 +36,42 @@ from bridge.settings import WorkerSettings
 from bridge.worker.decisions import PauseScope, Throttle
 
 _PRUNE_EVERY = 1024
+_UNLIMITED = 1 << 30
 
 
 class TokenBucket:
-    """Capacity 1: a take is allowed from ``ready_at`` on, and moves it one interval past now."""
+    """Up to ``burst`` takes at once, refilled one per ``interval_s`` (a GCRA: virtual time).
 
-    __slots__ = ("_ready_at", "interval_s")
+    ``_due_s`` is when the next take would be due at the paced rate; a take is allowed while it
+    is at most ``(burst - 1)`` intervals ahead of now, so after a quiet spell ``burst`` sends may
+    leave together (one batch request) and the long-run rate stays one per interval. Constant
+    time per take, whatever the rate.
+    """
 
-    def __init__(self, interval_s: float) -> None:
+    __slots__ = ("_due_s", "_tolerance_s", "interval_s")
+
+    def __init__(self, interval_s: float, burst: int = 1) -> None:
         self.interval_s = interval_s
-        self._ready_at = -math.inf
+        self._tolerance_s = interval_s * (max(1, burst) - 1)
+        self._due_s = -math.inf
 
     @property
     def ready_at(self) -> float:
-        return self._ready_at
+        return self._due_s - self._tolerance_s
 
-    def take(self, now_s: float) -> None:
-        self._ready_at = max(self._ready_at, now_s) + self.interval_s
+    def available(self, now_s: float) -> int:
+        """How many takes are allowed at ``now_s`` (``_UNLIMITED`` without an interval)."""
+        if self.interval_s <= 0:
+            return _UNLIMITED
+        ahead_s = max(self._due_s, now_s) - now_s
+        return max(0, math.floor((self._tolerance_s - ahead_s) / self.interval_s + 1e-9) + 1)
+
+    def take(self, now_s: float, count: int = 1) -> None:
+        self._due_s = max(self._due_s, now_s) + self.interval_s * count
+
+    def is_full(self, now_s: float) -> bool:
+        """Refilled to its burst: it behaves like a new bucket."""
+        return self._due_s <= now_s
 
 
 class SendWindow:
@@ -87,8 +109,19 @@ class SendWindow:
         # Sends in flight stop counting only after their answers: after every answer so far.
         return self._answered[over] + RATE_WINDOW_S if over < len(self._answered) else math.inf
 
-    def take(self, now_s: float) -> None:
-        self._in_flight.append(now_s)
+    def room(self, now_s: float) -> int:
+        """How many sends may leave at ``now_s``: the same rule as ``ready_at``, as a count.
+
+        Answers that stopped counting are dropped on the way (they never count again), so the
+        cost is amortised constant per send.
+        """
+        answered = self._answered
+        while answered and answered[0] + RATE_WINDOW_S <= now_s:
+            answered.popleft()
+        return max(0, self.limit - len(answered) - len(self._in_flight))
+
+    def take(self, now_s: float, count: int = 1) -> None:
+        self._in_flight.extend(itertools.repeat(now_s, count))
 
     def answered(self, now_s: float) -> None:
         if self._in_flight:
@@ -112,6 +145,19 @@ def interval_for(rate_per_s: float, margin: float) -> float:
     return 0.0 if rate_per_s <= 0 else (1.0 + margin) / rate_per_s
 
 
+def burst_for(rate_per_s: float, margin: float, batch_max: int) -> int:
+    """Sends a bucket may let go at once: what the margin leaves free in Catapult's window.
+
+    Paced ``margin`` under the rate, a bucket lets ``rate * RATE_WINDOW_S / (1 + margin)`` sends
+    into any window; a burst of ``rate * RATE_WINDOW_S * margin / (1 + margin)`` on top keeps the
+    window within ``rate * RATE_WINDOW_S``. At most one batch request (``batch_max``), at least 1.
+    """
+    if rate_per_s <= 0:
+        return 1
+    burst = math.floor(rate_per_s * RATE_WINDOW_S * margin / (1.0 + margin) + 1e-9)
+    return max(1, min(batch_max, burst))
+
+
 @dataclass(slots=True)
 class _Pause:
     until_s: float
@@ -126,8 +172,13 @@ class Limits:
 
     def __init__(self, settings: WorkerSettings) -> None:
         margin = settings.rate_margin
-        self._account = TokenBucket(interval_for(settings.account_messages_per_s, margin))
+        batch_max = settings.batch_max
+        self._account = TokenBucket(
+            interval_for(settings.account_messages_per_s, margin),
+            burst_for(settings.account_messages_per_s, margin, batch_max),
+        )
         self._number_interval_s = interval_for(settings.number_messages_per_s, margin)
+        self._number_burst = burst_for(settings.number_messages_per_s, margin, batch_max)
         self._numbers: dict[str, TokenBucket] = {}
         account_limit = window_limit(settings.account_messages_per_s)
         self._account_window = SendWindow(account_limit) if account_limit else None
@@ -177,22 +228,59 @@ class Limits:
             ready = max(ready, self._paused_until(PauseScope.LOOKUPS, None))
         return ready
 
+    def account_sendable(self, now_s: float) -> int:
+        """How many sends the account's bucket, window and pauses let leave at ``now_s``."""
+        if (
+            self._paused_until(PauseScope.ACCOUNT, None) > now_s
+            or self._paused_until(PauseScope.SENDS, None) > now_s
+        ):
+            return 0
+        count = self._account.available(now_s)
+        if self._account_window is not None:
+            count = min(count, self._account_window.room(now_s))
+        return count
+
+    def number_sendable(self, sender: str, now_s: float, *, lookup: bool = False) -> int:
+        """How many sends from ``sender`` its own bucket, window and pauses let leave at
+        ``now_s`` (the account's come on top: ``account_sendable``)."""
+        if self._paused_until(PauseScope.NUMBER, sender) > now_s or (
+            lookup and self._paused_until(PauseScope.LOOKUPS, None) > now_s
+        ):
+            return 0
+        if sender in self._a2p:
+            return _UNLIMITED
+        count = _UNLIMITED
+        if self._number_interval_s > 0:
+            bucket = self._numbers.get(sender)
+            count = self._number_burst if bucket is None else bucket.available(now_s)
+        if self._number_limit:
+            window = self._number_windows.get(sender)
+            count = min(count, self._number_limit if window is None else window.room(now_s))
+        return count
+
     def take_send(self, sender: str, now_s: float) -> None:
         """A send from ``sender`` leaves now; ``sends_answered`` must follow when its call ends."""
-        self._account.take(now_s)
+        self.take_sends({sender: 1}, now_s)
+
+    def take_sends(self, counts: dict[str, int], now_s: float) -> None:
+        """``counts[sender]`` sends from each sender leave now (within what ``account_sendable``
+        and ``number_sendable`` allowed); ``sends_answered`` must follow for each."""
+        total = sum(counts.values())
+        self._account.take(now_s, total)
         if self._account_window is not None:
-            self._account_window.take(now_s)
-        interval = self.number_interval_s(sender)
-        if interval > 0:
-            bucket = self._numbers.get(sender)
-            if bucket is None:
-                bucket = self._numbers[sender] = TokenBucket(interval)
-            bucket.take(now_s)
-        window = self._number_window(sender)
-        if window is not None:
-            window.take(now_s)
-        self._takes += 1
-        if self._takes % _PRUNE_EVERY == 0:
+            self._account_window.take(now_s, total)
+        for sender, count in counts.items():
+            interval = self.number_interval_s(sender)
+            if interval > 0:
+                bucket = self._numbers.get(sender)
+                if bucket is None:
+                    bucket = self._numbers[sender] = TokenBucket(interval, self._number_burst)
+                bucket.take(now_s, count)
+            window = self._number_window(sender)
+            if window is not None:
+                window.take(now_s, count)
+        before, self._takes = self._takes, self._takes + total
+        if before // _PRUNE_EVERY != self._takes // _PRUNE_EVERY:
             self._prune(now_s)
 
     def sends_answered(self, senders: list[str], now_s: float) -> None:
@@ -259,9 +347,9 @@ class Limits:
         return -math.inf if pause is None else pause.until_s
 
     def _prune(self, now_s: float) -> None:
-        # A bucket whose next take is already allowed behaves like a new one; a pause over for
-        # longer than the longest pause would start a fresh backoff anyway.
-        self._numbers = {k: b for k, b in self._numbers.items() if b.ready_at > now_s}
+        # A bucket refilled to its burst behaves like a new one; a pause over for longer than
+        # the longest pause would start a fresh backoff anyway.
+        self._numbers = {k: b for k, b in self._numbers.items() if not b.is_full(now_s)}
         self._number_windows = {
             k: w for k, w in self._number_windows.items() if not w.is_idle(now_s)
         }
@@ -269,4 +357,4 @@ class Limits:
         self._pauses = {k: p for k, p in self._pauses.items() if p.until_s > stale}
 
 
-__all__ = ["Limits", "PauseKey", "SendWindow", "TokenBucket", "interval_for"]
+__all__ = ["Limits", "PauseKey", "SendWindow", "TokenBucket", "burst_for", "interval_for"]

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+from bridge.worker.decisions import PauseScope
 from bridge.worker.limits import Limits
 
 
@@ -102,6 +103,7 @@ class SendScheduler(Generic[T]):
         self._active: dict[str, None] = {}  # senders with held commands
         self._takes = 0
         self._held = 0
+        self._gather_until_s = -math.inf
 
     @property
     def held_count(self) -> int:
@@ -170,32 +172,66 @@ class SendScheduler(Generic[T]):
         return max(0.0, ready_at - now_s)
 
     def next_ready_at(self) -> float | None:
-        """When the first held command may go out (None: nothing held)."""
-        ready = [self._head_ready_at(self._lanes[s]) for s in self._active]
-        return min(ready) if ready else None
+        """When the first held command may go out (None: nothing held), not before the end of
+        the gathering a take asked for."""
+        if not self._active:
+            return None
+        ready = min(self._head_ready_at(self._lanes[s]) for s in self._active)
+        return max(ready, self._gather_until_s)
 
-    def take(self, now_s: float) -> list[T]:
-        """Up to ``batch_max`` commands whose limits allow them now, one at a time from the
-        ready lane served longest ago (a sender that just got work goes before a busy one)."""
+    def take(self, now_s: float, *, max_items: int | None = None, gather_s: float = 0.0) -> list[T]:
+        """Up to ``batch_max`` (and ``max_items``) commands whose limits allow them now, one at a
+        time from the ready lanes in turn, the lane served longest ago first (a sender that just
+        got work goes before a busy one).
+
+        Each lane's allowance is asked once per take, and the account's once: the cost is the
+        active lanes plus the commands taken, however high the rates. ``gather_s``: when the
+        limits left work behind, ``next_ready_at`` is not before ``now_s + gather_s``, so what
+        the buckets let go meanwhile goes out together, as one batch request.
+        """
+        room = self._batch_max if max_items is None else min(self._batch_max, max_items)
+        if room <= 0 or not self._active:
+            return []
+        limited = self._limits.account_sendable(now_s)
+        if limited < room:
+            room = limited
+            self._gather_until_s = now_s + gather_s
+        if room <= 0:
+            return []
+        ready: list[tuple[_Lane[T], int]] = []
+        for sender in self._active:
+            lane = self._lanes[sender]
+            allowed = self._limits.number_sendable(sender, now_s, lookup=lane.held[0].needs_lookup)
+            if allowed > 0:
+                ready.append((lane, allowed))
+        ready.sort(key=lambda pair: pair[0].served)
         batch: list[T] = []
-        while len(batch) < self._batch_max:
-            lane = None
-            for sender in self._active:
-                candidate = self._lanes[sender]
-                if (lane is None or candidate.served < lane.served) and self._head_ready_at(
-                    candidate
-                ) <= now_s:
-                    lane = candidate
-            if lane is None:
-                break
-            batch.append(lane.held.popleft())
-            self._held -= 1
-            self._limits.take_send(lane.sender, now_s)
-            self._takes += 1
-            lane.served = self._takes
-            if not lane.held:
-                del self._active[lane.sender]
+        counts: dict[str, int] = {}
+        while ready and len(batch) < room:
+            still: list[tuple[_Lane[T], int]] = []
+            for lane, allowed in ready:
+                if len(batch) >= room:
+                    break
+                batch.append(lane.held.popleft())
+                counts[lane.sender] = counts.get(lane.sender, 0) + 1
+                self._takes += 1
+                lane.served = self._takes
+                if not lane.held:
+                    del self._active[lane.sender]
+                elif allowed > 1 and not (
+                    lane.held[0].needs_lookup and self._lookups_paused(now_s)
+                ):
+                    still.append((lane, allowed - 1))
+            ready = still
+        self._held -= len(batch)
+        if counts:
+            self._limits.take_sends(counts, now_s)
+        if len(batch) < room and self._active:  # the lanes' own limits left work behind
+            self._gather_until_s = now_s + gather_s
         return batch
+
+    def _lookups_paused(self, now_s: float) -> bool:
+        return self._limits.is_paused(PauseScope.LOOKUPS, None, now_s)
 
     def _head_ready_at(self, lane: _Lane[T]) -> float:
         return self._limits.send_ready_at(lane.sender, lookup=lane.held[0].needs_lookup)
