@@ -195,6 +195,15 @@ def test_a_bucket_lets_its_burst_go_together_and_paces_the_rest() -> None:
     assert bucket.is_full(100.0)
 
 
+def test_a_retimed_bucket_paces_and_bursts_at_its_new_rate() -> None:
+    bucket = TokenBucket(interval_s=1.0, burst=1)
+    bucket.take(0.0)
+    bucket.retime(0.1, burst=3)
+    assert bucket.available(0.5) == 0  # the take at the old rate still counts until 1.0
+    assert bucket.available(1.0) == 3
+    assert bucket.available(10.0) == 3
+
+
 @pytest.mark.parametrize(
     ("rate", "margin", "burst"),
     [(250.0, 0.02, 49), (1000.0, 0.02, 50), (100.0, 0.02, 19), (1.0, 0.02, 1), (250.0, 0.0, 1),

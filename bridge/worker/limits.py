@@ -55,6 +55,11 @@ class TokenBucket:
         self._tolerance_s = interval_s * (max(1, burst) - 1)
         self._due_s = -math.inf
 
+    def retime(self, interval_s: float, burst: int = 1) -> None:
+        """A new rate (and burst) from now on; the takes so far keep counting at the old one."""
+        self.interval_s = interval_s
+        self._tolerance_s = interval_s * (max(1, burst) - 1)
+
     @property
     def ready_at(self) -> float:
         return self._due_s - self._tolerance_s
