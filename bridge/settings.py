@@ -295,12 +295,23 @@ class WorkerSettings(_Section):
     # A command older than this (from its AMQP timestamp, else from when the worker first took
     # it) is dead-lettered as expired instead of being sent late; unset: no maximum age.
     max_age_s: PositiveFloat | None = None
+    # Catapult counts as down after this many requests in a row failed for want of it (refused,
+    # timed out before it was sent, or answered 5xx for as many different commands); the worker
+    # then takes no commands and probes Catapult, pausing twice as long after each failed probe
+    # from the first to the longest pause.
+    outage_after_failures: PositiveInt = 5
+    outage_probe_initial_s: PositiveFloat = 1.0
+    outage_probe_max_s: PositiveFloat = 30.0
 
     @model_validator(mode="after")
     def _check_bounds(self) -> WorkerSettings:
         if self.rate_limit_reset_min_s > self.rate_limit_reset_max_s:
             raise ValueError(
                 "worker.rate_limit_reset_min_s must not be above worker.rate_limit_reset_max_s"
+            )
+        if self.outage_probe_initial_s > self.outage_probe_max_s:
+            raise ValueError(
+                "worker.outage_probe_initial_s must not be above worker.outage_probe_max_s"
             )
         return self
 

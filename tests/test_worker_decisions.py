@@ -36,9 +36,13 @@ from bridge.worker.decisions import (
     Retry,
     RetryPolicy,
     Throttle,
+    Unavailable,
     classify,
+    error_of,
+    spends_attempt,
 )
 from bridge.worker.limits import Limits, SendWindow, TokenBucket, burst_for, interval_for
+from bridge.worker.outage import CatapultState, OutageDetector
 
 POLICY = RetryPolicy(max_attempts=4, base_delay_s=1.0, max_delay_s=30.0)
 SENDER = "+19195551212"
@@ -84,8 +88,9 @@ SEND, IMPORT, LOOKUP = Operation.SEND, Operation.IMPORT, Operation.LOOKUP
         # Transient: retry with backoff, until the attempts are used up.
         (_e(ServerError, 503, "service-unavailable"), IMPORT, 3, Retry),
         (_e(ServerError, 500), IMPORT, 4, Fail),
+        # Nothing reached Catapult: not the command's failure, never its last attempt.
         (_e(TransportError, None), SEND, 3, Retry),
-        (_e(TransportError, None), IMPORT, 4, Fail),
+        (_e(TransportError, None), IMPORT, 4, Retry),
         (_e(ApiError, None, "odd"), SEND, 1, Retry),
         # Ambiguous sends always get a look-up; imports just try again (409 tells).
         (_e(AmbiguousError, 503, "message-gateway-unavailable"), SEND, 1, Ambiguous),
@@ -101,6 +106,7 @@ SEND, IMPORT, LOOKUP = Operation.SEND, Operation.IMPORT, Operation.LOOKUP
         # A look-up that fails: look again later; give up at the maximum.
         (_e(ServerError, 500), LOOKUP, 1, Ambiguous),
         (_e(TransportError, None), LOOKUP, 2, Ambiguous),
+        (_e(TransportError, None), LOOKUP, 4, Ambiguous),
         (_e(ServerError, 500), LOOKUP, 4, Fail),
         (_e(AuthError, 401, "access-denied"), LOOKUP, 1, Fail),
         # Refusals: fail at once.
@@ -424,3 +430,105 @@ def test_a_429_reset_time_is_clamped(reset_in_s: float, pause_s: float) -> None:
 def test_the_reset_clamp_is_an_ordered_pair_of_settings() -> None:
     with pytest.raises(ValueError, match="rate_limit_reset_min_s"):
         WorkerSettings(rate_limit_reset_min_s=30, rate_limit_reset_max_s=10)
+
+
+# -- outages ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "operation", "lookup"),
+    [
+        (_e(TransportError, None), SEND, False),  # never left: no look-up needed for it
+        (_e(TransportError, None), LOOKUP, True),
+        (_e(TransportError, None), IMPORT, False),
+        (_e(ServerError, 500), SEND, True),  # answered: it may have been carried out
+        (_e(ServerError, 502), IMPORT, False),
+        (_e(AmbiguousError, 503, "message-gateway-unavailable"), SEND, True),
+        (_e(ServerError, 500), LOOKUP, True),
+    ],
+)  # fmt: skip
+def test_while_catapult_is_down_its_absence_costs_no_attempt(
+    error: CatapultError, operation: Operation, lookup: bool
+) -> None:
+    outcome = classify(
+        error, operation=operation, sender=SENDER, attempt=9, policy=POLICY, jitter=0.5,
+        catapult_down=True,
+    )  # fmt: skip
+    assert outcome == Unavailable(error_of(error), lookup=lookup)
+    assert not spends_attempt(error, outcome)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        _e(BadRequestError, 400, "missing-property"),
+        _e(AuthError, 401, "access-denied"),
+        RATE_ACCOUNT,
+        _e(AmbiguousError, None),  # a timeout after it left: the command's own ambiguity
+    ],
+)
+def test_while_catapult_is_down_other_failures_are_decided_as_ever(error: CatapultError) -> None:
+    down, up = (
+        classify(
+            error, operation=SEND, sender=SENDER, attempt=1, policy=POLICY, jitter=0.5,
+            catapult_down=is_down,
+        )
+        for is_down in (True, False)
+    )  # fmt: skip
+    assert down == up
+
+
+@pytest.mark.parametrize(
+    ("error", "spends"),
+    [
+        (None, True),
+        (_e(ServerError, 500), True),
+        (_e(AmbiguousError, None), True),
+        (_e(BadRequestError, 400), True),
+        (_e(TransportError, None), False),
+        (RATE_ACCOUNT, False),
+    ],
+)
+def test_which_requests_spend_an_attempt(error: CatapultError | None, spends: bool) -> None:
+    outcome = None
+    if error is not None:
+        outcome = classify(
+            error, operation=SEND, sender=SENDER, attempt=1, policy=POLICY, jitter=0.5
+        )
+    assert spends_attempt(error, outcome) is spends
+
+
+def _refused() -> TransportError:
+    return TransportError(message="refused before the request was sent")
+
+
+def _fails(detector: OutageDetector, error: CatapultError, *commands: str) -> bool:
+    return detector.observe(error, commands)
+
+
+def test_refusals_in_a_row_are_an_outage_and_one_answer_ends_it() -> None:
+    detector = OutageDetector(threshold=3)
+    assert not _fails(detector, _refused(), "a")
+    assert not _fails(detector, _refused(), "a")  # refused each time: each counts
+    assert _fails(detector, _refused(), "a")
+    assert detector.state is CatapultState.DOWN
+    assert not _fails(detector, _refused(), "b")  # already down
+    assert detector.observe(None, ["b"])  # an answer: back
+    assert not detector.is_down
+    assert detector.failures == 0
+
+
+def test_5xx_counts_once_per_command_and_a_4xx_is_an_answer() -> None:
+    detector = OutageDetector(threshold=3)
+    server = _e(ServerError, 500)
+    for _ in range(10):
+        assert not _fails(detector, server, "same")  # one command failing alone: its own
+    assert detector.failures == 1
+    assert not _fails(detector, server, "other")
+    assert not _fails(detector, _e(BadRequestError, 400), "third")  # Catapult answered
+    assert detector.failures == 0
+    assert not _fails(detector, server, "x")
+    assert not _fails(detector, _e(AmbiguousError, None), "y")  # a timeout after it left: no news
+    assert not _fails(detector, server, "y", "z")
+    assert _fails(detector, _e(AmbiguousError, 503, "message-gateway-unavailable"), "w")
+    assert detector.is_down

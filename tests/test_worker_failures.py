@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 
 import orjson
@@ -146,25 +145,6 @@ async def test_server_errors_to_the_end_leave_the_outcome_unknown(
     assert headers["app-header"] == "kept"
     assert dead.message_id == command_id
     assert [r.method for r in env.simulator.state.requests] == ["POST", "GET", "GET"]
-
-
-async def test_an_unreachable_catapult_is_retried_as_a_transport_error(
-    make_worker_env: MakeWorkerEnv,
-) -> None:
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = await make_worker_env(
-        catapult={"base_url": f"http://127.0.0.1:{port}/v1", "connect_timeout_s": 1},
-        worker={"max_attempts": 2},
-    )
-    command_id = await env.publish(send_body("nobody home"))
-    assert command_id is not None
-    data = (await env.result(command_id))["data"]
-    assert data["reason"] == "retries-exhausted"
-    assert data["attempts"] == 2
-    assert "before the request was sent" in data["error"]["message"]
-    await env.dead_letter(command_id)
 
 
 async def test_an_ambiguous_503_is_looked_up_not_sent_twice(

@@ -22,6 +22,7 @@ from bridge.catapult.errors import (
     TransportError,
 )
 from bridge.catapult.models import (
+    Account,
     Application,
     ApplicationRef,
     BatchItem,
@@ -36,6 +37,7 @@ from bridge.catapult.wire import MAX_BATCH, RATE_WINDOW_S
 __all__ = [
     "MAX_BATCH",
     "RATE_WINDOW_S",
+    "Account",
     "AmbiguousError",
     "ApiError",
     "Application",

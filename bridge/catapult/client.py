@@ -24,6 +24,7 @@ from yarl import URL
 
 from bridge.catapult import wire
 from bridge.catapult.models import (
+    Account,
     Application,
     ApplicationFields,
     ApplicationRef,
@@ -46,7 +47,7 @@ from bridge.catapult.session import (
 )
 from bridge.settings import CatapultSettings, SimulatorSettings, masked_url
 
-_R = TypeVar("_R", Message, PhoneNumber, Application)
+_R = TypeVar("_R", Message, PhoneNumber, Application, Account)
 
 
 class CatapultClient:
@@ -141,6 +142,13 @@ class CatapultClient:
     async def close(self) -> None:
         """Close the session (idempotent); the client cannot be used afterwards."""
         await self._session.close()
+
+    # -- account ----------------------------------------------------------------------------
+
+    async def get_account(self) -> Account:
+        """The account's balance: the cheapest authenticated request, to see Catapult answer."""
+        answer, request = await self._call("GET", self._url("account"))
+        return self._parse(Account, answer, request)
 
     # -- messages ---------------------------------------------------------------------------
 

@@ -74,6 +74,13 @@ class OutboundMessage(_Request):
     tag: str | None = None
 
 
+class Account(_Resource):
+    """``GET /account``: the balance of the account (what SDKs called to check credentials)."""
+
+    balance: str | None = None
+    account_type: str | None = Field(default=None, alias="accountType")
+
+
 class MessageRef(_Resource):
     """A message Catapult accepted: its id and the URL it lives at."""
 

@@ -30,6 +30,7 @@ the two gives a second result with the same event id, which consumers drop.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 
 from bridge.broker import BrokerLink, Envelope, Inbound, Intake, OnMessage, PublishFailed
 from bridge.broker.committer import DEFAULT_EXCHANGE
@@ -66,14 +67,17 @@ class CommandConsumer:
     def is_paused(self) -> bool:
         return any(intake.is_paused for intake in self._intakes)
 
-    async def pause(self) -> None:
-        """Stop intake until ``resume``, across reconnects too; deliveries held stay unacked."""
+    async def pause(self, queues: Collection[str] | None = None) -> None:
+        """Stop intake (of ``queues``, else of all) until ``resume``, across reconnects too;
+        deliveries held stay unacked."""
         for intake in self._intakes:
-            await intake.pause()
+            if queues is None or intake.queue in queues:
+                await intake.pause()
 
-    async def resume(self) -> None:
+    async def resume(self, queues: Collection[str] | None = None) -> None:
         for intake in self._intakes:
-            await intake.resume()
+            if queues is None or intake.queue in queues:
+                await intake.resume()
 
     async def cancel(self) -> None:
         """Stop intake for the shutdown: the broker sends no more deliveries."""

@@ -8,6 +8,8 @@ exactly one disposition of the AMQP message (see ``settle`` in ``consumer.py``):
     Throttle         403 message-rate-limit* / 429: pause the scope, try again (no attempt spent)
     Retry            transport errors (nothing left), 5xx to an import or a look-up: delayed
                      retry through a broker delay tier
+    Unavailable      Catapult is down (``outage.py``) and this failure is a sign of it: the
+                     command goes back to its queue to wait for Catapult, no attempt spent
     Ambiguous        maybe sent: any 5xx answer to a send (the request reached a server; a 500,
                      502, 504 or plain 503 does not say the message was not created, as 503
                      message-gateway-unavailable says it may be), a connection cut or a timeout
@@ -16,10 +18,13 @@ exactly one disposition of the AMQP message (see ``settle`` in ``consumer.py``):
     Fail             4xx validation, authentication, conflict, or attempts used up: failed result
                      and dead letter
 
-``attempt`` counts every request made for the command (sends, imports and look-ups); a transient
-failure at ``max_attempts`` fails the command, except an ambiguous send, which always gets its
-look-up. The retry delay is exponential with jitter (the caller passes the random draw, so tables
-can test it); the broker's delay tiers quantise it. No I/O and no clock here.
+``attempt`` counts every request made for the command (sends, imports and look-ups) that failed for
+a reason that may be its own; a transient failure at ``max_attempts`` fails the command, except an
+ambiguous send, which always gets its look-up. A request that never reached Catapult (refused,
+timed out before it was sent) is never the command's fault: it is retried without spending an
+attempt (``spends_attempt``), and enough of them in a row declare Catapult down. The retry delay
+is exponential with jitter (the caller passes the random draw, so tables can test it); the
+broker's delay tiers quantise it. No I/O and no clock here.
 """
 
 from __future__ import annotations
@@ -104,7 +109,16 @@ class Fail:
     error: ResultError
 
 
-Outcome = Done | AlreadyImported | Throttle | Retry | Ambiguous | Fail
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """Catapult is down: wait for it in the queue. ``lookup``: the request may have been carried
+    out (a 5xx answer to a send), so the command is looked up before it is sent again."""
+
+    error: ResultError
+    lookup: bool
+
+
+Outcome = Done | AlreadyImported | Throttle | Retry | Ambiguous | Fail | Unavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,11 +153,24 @@ def classify(
     attempt: int,
     policy: RetryPolicy,
     jitter: float,
+    catapult_down: bool = False,
 ) -> Outcome:
-    """The outcome of a failed call; ``attempt`` counts the attempts made, this one included."""
+    """The outcome of a failed call; ``attempt`` counts the attempts made, this one included.
+
+    ``catapult_down``: the outage detector holds Catapult down (this failure counted).
+    """
     info = error_of(error)
     if isinstance(error, RateLimitedError):
         return _throttle(error, operation=operation, sender=sender, info=info)
+    if catapult_down and is_sign_of_outage(error):
+        sent = not isinstance(error, TransportError)
+        return Unavailable(
+            info, lookup=operation is Operation.LOOKUP or (sent and operation is Operation.SEND)
+        )
+    if isinstance(error, TransportError):
+        # Nothing reached Catapult: not the command's failure, so it never uses its attempts up.
+        kind = Ambiguous if operation is Operation.LOOKUP else Retry
+        return kind(policy.backoff_s(attempt, jitter), info)
     if isinstance(error, ConflictError) and operation is Operation.IMPORT:
         if error.code == DUPLICATE_NUMBER:
             return AlreadyImported(info)
@@ -169,6 +196,22 @@ def classify(
     if _is_refusal(error):
         return Fail(FailureReason.REJECTED, info)
     return _again(Retry, attempt=attempt, policy=policy, jitter=jitter, info=info)
+
+
+def is_sign_of_outage(error: CatapultError) -> bool:
+    """A failure that says Catapult is away rather than that the command is wrong: the request
+    never reached it (refused, reset or timed out before it was sent) or it answered 5xx."""
+    if isinstance(error, TransportError):
+        return True
+    return isinstance(error, ApiError | AmbiguousError) and (error.status or 0) >= 500
+
+
+def spends_attempt(error: CatapultError | None, outcome: Outcome | None) -> bool:
+    """Whether a request counts as one of the command's attempts: not a rate-limit refusal, a
+    request that never reached Catapult, or a failure while Catapult is down."""
+    if isinstance(outcome, Throttle | Unavailable):
+        return False
+    return not isinstance(error, TransportError)
 
 
 def _is_refusal(error: CatapultError) -> bool:
@@ -212,6 +255,9 @@ __all__ = [
     "Retry",
     "RetryPolicy",
     "Throttle",
+    "Unavailable",
     "classify",
     "error_of",
+    "is_sign_of_outage",
+    "spends_attempt",
 ]

@@ -7,8 +7,11 @@ out as one request (a single send, or a batch send of up to 50 with per-item res
 client's own); a deadline passed after a send left is ambiguous, like the client's own timeouts.
 
 Errors never fly out of here: each command gets an ``Outcome`` value (``decisions.classify``).
-Attempts are counted on the delivery (every request made for it; a rate-limit refusal is not an
-attempt) and travel on in headers. Foreign exceptions are translated here, at this one boundary.
+Attempts are counted on the delivery (every request made for it, except a rate-limit refusal, a
+request that never reached Catapult and a failure while Catapult is down: ``spends_attempt``) and
+travel on in headers. The end of every request is told to the ``CatapultWatch`` (``outage.py``),
+which decides whether Catapult is down. Foreign exceptions are translated here, at this one
+boundary.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
 from bridge.catapult import (
@@ -43,11 +46,14 @@ from bridge.worker.decisions import (
     PauseScope,
     RetryPolicy,
     Throttle,
+    Unavailable,
     classify,
+    spends_attempt,
 )
 from bridge.worker.deliveries import Delivery
 from bridge.worker.limits import Limits
 from bridge.worker.metrics import WorkerMetrics
+from bridge.worker.outage import CatapultWatch
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +69,11 @@ class Executor:
         catapult: CatapultSettings,
         limits: Limits,
         metrics: WorkerMetrics,
+        watch: CatapultWatch,
         rng: random.Random | None = None,
     ) -> None:
         self._client = client
+        self._watch = watch
         self._settings = worker
         self._catapult = catapult
         self._limits = limits
@@ -99,18 +107,20 @@ class Executor:
         messages = [_outbound(d) for d in deliveries]
         self._metrics.batch_size.observe(len(messages))
         if len(messages) == 1:
-            single = await self._call(Operation.SEND, self._client.send_message(messages[0]))
+            single = await self._call(
+                Operation.SEND, self._client.send_message(messages[0]), deliveries
+            )
             if isinstance(single, CatapultError):
                 return {deliveries[0]: self._classify(deliveries[0], single, Operation.SEND)}
-            self._count(deliveries[0], None)
+            self._count(deliveries[0])
             return {deliveries[0]: Done(single.id, single.location)}
-        items = await self._call(Operation.SEND, self._client.send_messages(messages))
+        items = await self._call(Operation.SEND, self._client.send_messages(messages), deliveries)
         outcomes: dict[Delivery, Outcome] = {}
         for index, delivery in enumerate(deliveries):
             if isinstance(items, CatapultError):
                 outcomes[delivery] = self._classify(delivery, items, Operation.SEND)
             elif (item := items[index]).ref is not None:
-                self._count(delivery, None)
+                self._count(delivery)
                 outcomes[delivery] = Done(item.ref.id, item.ref.location)
             else:
                 assert item.error is not None
@@ -147,13 +157,14 @@ class Executor:
                 since_epoch_s=since,
                 max_messages=self._settings.lookup_max_messages,
             ),
+            deliveries,
         )
         outcomes: dict[Delivery, Outcome] = {}
         for delivery in deliveries:
             if isinstance(found, CatapultError):
                 outcomes[delivery] = self._classify(delivery, found, Operation.LOOKUP)
                 continue
-            self._count(delivery, None)
+            self._count(delivery)
             self._limits.succeeded(PauseScope.LOOKUPS)
             message: Message | None = found.get(delivery.command_id)
             if message is not None:
@@ -200,17 +211,29 @@ class Executor:
                 application_id=command.application_id,
                 name=command.name,
             ),
+            [delivery],
         )
         if isinstance(ref, CatapultError):
             return self._classify(delivery, ref, Operation.IMPORT)
-        self._count(delivery, None)
+        self._count(delivery)
         self._limits.succeeded(PauseScope.NUMBER_REQUESTS)
         return Done(ref.id, ref.location)
 
     # -- the boundary ----------------------------------------------------------------------------
 
-    async def _call(self, operation: Operation, call: Awaitable[R]) -> R | CatapultError:
-        """Await one call with the worker's deadline; every failure becomes a ``CatapultError``."""
+    async def _call(
+        self, operation: Operation, call: Awaitable[R], deliveries: Sequence[Delivery]
+    ) -> R | CatapultError:
+        """Await one call with the worker's deadline; every failure becomes a ``CatapultError``.
+
+        How it ended is told to the watch, with the commands it was made for.
+        """
+        result = await self._deadline(operation, call)
+        error = result if isinstance(result, CatapultError) else None
+        self._watch.observe(error, [d.command_id for d in deliveries])
+        return result
+
+    async def _deadline(self, operation: Operation, call: Awaitable[R]) -> R | CatapultError:
         timeout_s = self._settings.call_timeout_s
         started = time.monotonic()
         self._metrics.calls_in_flight.inc()
@@ -248,16 +271,22 @@ class Executor:
             attempt=delivery.attempts + 1,
             policy=self._policy,
             jitter=self._random.random(),
+            catapult_down=self._watch.is_down,
         )
-        self._count(delivery, outcome)
-        if not isinstance(outcome, Throttle) and not isinstance(error, RateLimitedError):
+        self._count(delivery, error, outcome)
+        if not isinstance(outcome, Throttle | Unavailable) and not isinstance(
+            error, RateLimitedError
+        ):
             delivery.last_error = getattr(outcome, "error", None) or delivery.last_error
         return outcome
 
     @staticmethod
-    def _count(delivery: Delivery, outcome: Outcome | None) -> None:
-        # A rate-limit refusal is not an attempt: the command goes back to its lane as it was.
-        if not isinstance(outcome, Throttle):
+    def _count(
+        delivery: Delivery, error: CatapultError | None = None, outcome: Outcome | None = None
+    ) -> None:
+        # Only failures that may be the command's own use its attempts up: a rate-limit refusal,
+        # a request that never reached Catapult or one made while it is down do not.
+        if spends_attempt(error, outcome):
             delivery.attempts += 1
 
 

@@ -7,6 +7,12 @@ gives each command its end: a rate-limit refusal pauses the scope and puts the c
 head of its lane (no attempt spent), anything else becomes a ``Disposition`` (``Planner``) that
 ``CommandConsumer.settle`` carries out. At shutdown, ``give_back_held`` returns what is held to the
 broker, and a call cancelled at the drain deadline gives its commands back too.
+
+While Catapult is down (``outage.CatapultWatch``) the command queues are not consumed, the
+dispatchers start no call, and every command held, taken in late or failing for want of Catapult
+goes back to its queue through the shortest delay tier (``Planner.for_outage``: a copy, so that
+neither an attempt nor a quorum queue's delivery count is spent on it); when Catapult answers
+again, the queues are consumed again.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from bridge.logs import RESULTS_LOGGER
 from bridge.settings import WorkerSettings
 from bridge.worker import deliveries as h
 from bridge.worker.consumer import CommandConsumer, OnMessage
-from bridge.worker.decisions import Done, Fail, Outcome, PauseScope, Throttle
+from bridge.worker.decisions import Done, Fail, Outcome, PauseScope, Throttle, Unavailable
 from bridge.worker.deliveries import (
     Delivery,
     Rejected,
@@ -37,6 +43,7 @@ from bridge.worker.dispatcher import Dispatcher, InFlight
 from bridge.worker.executor import Executor
 from bridge.worker.limits import Limits
 from bridge.worker.metrics import WorkerMetrics
+from bridge.worker.outage import CatapultWatch
 from bridge.worker.pacing import Pacing
 from bridge.worker.scheduler import ImportScheduler, Park, SendScheduler
 from bridge.worker.settlement import GIVE_BACK, Disposition, Finish, Planner, Republish
@@ -57,9 +64,12 @@ class CommandFlow:
         limits: Limits,
         metrics: WorkerMetrics,
         in_flight: InFlight,
+        watch: CatapultWatch,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._topology = topology
+        self._watch = watch
+        self._following = asyncio.Lock()
         self._consumer = consumer
         self._executor = executor
         self._limits = limits
@@ -99,13 +109,14 @@ class CommandFlow:
         )
         self.import_dispatcher: Dispatcher[Delivery] = Dispatcher(
             name="import",
-            next_ready_at=self._imports.next_ready_at,
+            next_ready_at=lambda: None if watch.is_down else self._imports.next_ready_at(),
             take=self._imports.take,
             run=self._run_import,
             slots=[number_calls, calls],
             in_flight=in_flight,
             clock=clock,
         )
+        watch.on_change(self._catapult_changed)
 
     @property
     def held_count(self) -> int:
@@ -134,6 +145,31 @@ class CommandFlow:
         self._update_gauges()
         await asyncio.gather(*(self._settle(d, GIVE_BACK) for d in held))
         return len(held)
+
+    # -- Catapult down and back ------------------------------------------------------------------
+
+    def _catapult_changed(self) -> None:
+        self._in_flight.spawn(self._follow_catapult(), name="follow catapult")
+
+    async def _follow_catapult(self) -> None:
+        """Bring intake in line with the watch (in turn: a quick down-and-up ends consuming)."""
+        queues = self._topology.command_queues
+        async with self._following:
+            if self._watch.is_down:
+                # Cancelling the consumer keeps the commands in RabbitMQ, not in memory; what is
+                # held goes back as copies (``for_outage``), never nacked. Only what is on its way
+                # at the cancel may come back from a quorum queue marked redelivered (and counted
+                # toward its delivery limit, rabbitmq-server#3746): such a send is looked up first.
+                await self._consumer.pause(queues)
+                held = self._sends.drain() + self._imports.drain()
+                self._update_gauges()
+                if held:
+                    log.info("sending %d held commands back to wait for Catapult", len(held))
+                await asyncio.gather(*(self._settle(d, self._planner.for_outage(d)) for d in held))
+            elif self._accepting:
+                await self._consumer.resume(queues)
+                self.send_dispatcher.wake()
+                self.import_dispatcher.wake()
 
     # -- intake ----------------------------------------------------------------------------------
 
@@ -164,6 +200,9 @@ class CommandFlow:
         )
         if delivery.is_expired(now_epoch):
             await self._conclude(delivery, _expired(delivery))
+            return
+        if self._watch.is_down:  # delivered before the consumer was cancelled
+            await self._settle(delivery, self._planner.for_outage(delivery))
             return
         if kind is CommandKind.IMPORT:
             self._imports.admit(delivery)
@@ -215,8 +254,9 @@ class CommandFlow:
     # -- calls -----------------------------------------------------------------------------------
 
     def _next_send_at(self) -> float | None:
-        # None while the sends in flight are all Little's law allows: an answer wakes it.
-        if self._sends_in_flight >= self._pacing.sends_in_flight:
+        # None while the sends in flight are all Little's law allows (an answer wakes it), and
+        # while Catapult is down (its coming back wakes it).
+        if self._watch.is_down or self._sends_in_flight >= self._pacing.sends_in_flight:
             return None
         return self._sends.next_ready_at()
 
@@ -301,6 +341,9 @@ class CommandFlow:
     async def _conclude(self, delivery: Delivery, outcome: Outcome) -> None:
         if isinstance(outcome, Throttle):
             self._throttle(delivery, outcome)
+            return
+        if isinstance(outcome, Unavailable):
+            await self._settle(delivery, self._planner.for_outage(delivery, lookup=outcome.lookup))
             return
         if isinstance(outcome, Done) and delivery.kind is CommandKind.SEND:
             self._limits.succeeded(PauseScope.ACCOUNT)

@@ -76,6 +76,16 @@ class WorkerMetrics:
             ["command"],
             registry=r,
         )
+        self.catapult_up = Gauge(
+            "bridge_worker_catapult_up",
+            "1 while Catapult answers, 0 while the worker holds it down and probes it.",
+            registry=r,
+        )
+        self.catapult_outages = Counter(
+            "bridge_worker_catapult_outages",
+            "Outages of Catapult: times the worker stopped taking commands until it answered.",
+            registry=r,
+        )
         self.ready = Gauge(
             "bridge_worker_ready", "1 while the worker consumes commands, else 0.", registry=r
         )

@@ -4,7 +4,8 @@
 
     Finish     publish the result event (events exchange, and ``reply_to`` when set), the dead
                letter too for failures, then ack
-    Republish  publish a copy to a delay tier (a retry, or a parked send), then ack
+    Republish  publish a copy to a delay tier (a retry, a parked send, or a command sent back to
+               wait in its queue while Catapult is down), then ack
     GiveBack   nack with requeue (shutdown): the broker delivers it again, to be looked up first
 
 Results are CloudEvents whose id is derived from the command id, so the rare second copy of a
@@ -96,6 +97,17 @@ class Planner:
                 return self._again(delivery, delay_s, error, lookup=False, why="retry")
             case Ambiguous(delay_s=delay_s, error=error):
                 return self._again(delivery, delay_s, error, lookup=True, why="ambiguous")
+
+    def for_outage(self, delivery: Delivery, *, lookup: bool = False) -> Republish:
+        """Back to wait in its queue while Catapult is down: a copy through the shortest tier.
+
+        A copy and not a nack: a quorum queue counts every requeue toward its delivery limit
+        (``broker.delivery_limit``), and an outage must not bring a command nearer that end. The
+        copy keeps its attempts and its own last error; ``lookup`` (or an earlier mark) makes it
+        looked up before it is sent, for a request that may have been carried out.
+        """
+        headers = self._copy_headers(delivery, lookup=lookup or delivery.needs_lookup)
+        return self._republish(delivery, self._topology.retry_delays_s[0], headers, why="outage")
 
     def for_park(self, delivery: Delivery, park: Park, *, now: datetime) -> Republish:
         headers = self._copy_headers(delivery, lookup=delivery.needs_lookup)

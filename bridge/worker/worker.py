@@ -46,6 +46,7 @@ from bridge.worker.executor import Executor
 from bridge.worker.flow import CommandFlow
 from bridge.worker.limits import Limits
 from bridge.worker.metrics import WorkerMetrics
+from bridge.worker.outage import CatapultState, CatapultWatch
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class Worker:
         self.metrics.ready.set_function(lambda: 1.0 if self.is_ready else 0.0)
         self._consumer: CommandConsumer | None = None
         self._flow: CommandFlow | None = None
+        self._watch: CatapultWatch | None = None
         self._loops: list[asyncio.Task[None]] = []
 
     @property
@@ -108,6 +110,16 @@ class Worker:
     def broker_state(self) -> str:
         """The broker link's state: connecting, ready, disconnected or closed."""
         return self._link.state.value
+
+    @property
+    def catapult_state(self) -> CatapultState:
+        """Up, or down: the worker takes no commands and probes Catapult (``outage.py``)."""
+        watch = self._watch
+        return CatapultState.UP if watch is None else watch.state
+
+    @property
+    def catapult_down_for_s(self) -> float | None:
+        return None if self._watch is None else self._watch.down_for_s
 
     @property
     def in_flight(self) -> int:
@@ -136,12 +148,16 @@ class Worker:
         settings = self.settings
         self._consumer = CommandConsumer(link=self._link, metrics=self.metrics)
         limits = Limits(settings.worker)
+        self._watch = watch = CatapultWatch(
+            self._client, settings=settings.worker, metrics=self.metrics
+        )
         executor = Executor(
             self._client,
             worker=settings.worker,
             catapult=settings.catapult,
             limits=limits,
             metrics=self.metrics,
+            watch=watch,
         )
         self._flow = flow = CommandFlow(
             settings=settings.worker,
@@ -151,6 +167,7 @@ class Worker:
             limits=limits,
             metrics=self.metrics,
             in_flight=self._in_flight,
+            watch=watch,
         )
         self._loops = [
             asyncio.create_task(flow.send_dispatcher.run_forever(), name="send dispatcher"),
@@ -229,6 +246,8 @@ class Worker:
 
     async def _close(self) -> None:
         await self._stop_loops()
+        if self._watch is not None:
+            await self._watch.close()
         if self._close_client:
             await self._client.close()
         if self._consumer is not None:
