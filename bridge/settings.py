@@ -283,6 +283,14 @@ class WorkerSettings(_Section):
     # The buckets pace sends this fraction under the configured rates. Catapult's 10 s windows
     # are kept within the limit by counting the sends that may still land in them (limits.py).
     rate_margin: Annotated[float, Field(ge=0, lt=1)] = 0.02
+    # Sharded sending, for several workers on one RabbitMQ: the send queue's commands are moved
+    # into this many shard queues by sending number, each sent from one worker at a time, and
+    # each worker takes the account limit in proportion to the shards it holds. 0: off. The same
+    # on every worker of a deployment; needs RabbitMQ's consistent-hash exchange plugin.
+    shards: Annotated[int, Field(ge=0, le=1024)] = 0
+    # A shard newly held (another worker stopped, died or gave it up) is not sent from for this
+    # long: the previous holder's sends in Catapult's last 10 s window still count.
+    shard_warmup_s: Annotated[float, Field(ge=0)] = 10.0
     # Pause after a 403 message-rate-limit (Catapult gives no reset time); doubles while the
     # 403s go on, up to the maximum.
     rate_limit_pause_s: PositiveFloat = 1.0
@@ -312,6 +320,17 @@ class WorkerSettings(_Section):
         if self.outage_probe_initial_s > self.outage_probe_max_s:
             raise ValueError(
                 "worker.outage_probe_initial_s must not be above worker.outage_probe_max_s"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _shards_fit_the_account(self) -> WorkerSettings:
+        account_window = math.floor(self.account_messages_per_s * 10 + 1e-9)
+        if self.shards and self.account_messages_per_s and account_window < self.shards:
+            raise ValueError(
+                f"worker.shards ({self.shards}) must not be above the account's sends per 10 s "
+                f"(worker.account_messages_per_s x 10 = {account_window}): each shard's holder "
+                "needs at least one"
             )
         return self
 

@@ -132,6 +132,10 @@ def test_compose_runs_rabbitmq_the_bridge_and_the_simulator(compose: dict[str, A
     assert set(services) == {"rabbitmq", "bridge", "simulator"}
     assert services["rabbitmq"]["image"] == "rabbitmq:3.13-management"
     assert "rabbitmq-diagnostics" in services["rabbitmq"]["healthcheck"]["test"]
+    plugins = (ROOT / "deploy" / "rabbitmq" / "enabled_plugins").read_text()
+    assert "rabbitmq_consistent_hash_exchange" in plugins  # worker.shards needs it
+    assert "rabbitmq_management" in plugins  # the image's own, kept
+    assert any("enabled_plugins" in v for v in services["rabbitmq"]["volumes"])
     assert services["bridge"]["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
     assert services["bridge"]["depends_on"]["simulator"]["condition"] == "service_healthy"
     assert services["bridge"]["command"][0] == "run"

@@ -105,6 +105,7 @@ class Topology:
     queue_type: str
     delivery_limit: int
     retry_delays_s: tuple[float, ...]
+    shards: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topology:
@@ -121,6 +122,7 @@ class Topology:
             queue_type=broker.queue_type,
             delivery_limit=broker.delivery_limit,
             retry_delays_s=tuple(sorted(set(settings.worker.retry_delays_s))),
+            shards=settings.worker.shards,
         )
 
     @property
@@ -152,6 +154,68 @@ class Topology:
             if tier >= wanted_delay_s:
                 return tier
         return self.retry_delays_s[-1]
+
+    # -- sharded sending (``worker.shards``; bridge/worker/shards.py) ---------------------------
+
+    @property
+    def shard_exchange(self) -> str:
+        return f"{self.send_queue}.shards"
+
+    def shard_queue(self, index: int) -> str:
+        return f"{self.send_queue}.shard.{index}"
+
+    @property
+    def router_queue(self) -> str:
+        return f"{self.send_queue}.router"
+
+    @property
+    def presence_queue(self) -> str:
+        return f"{self.send_queue}.workers"
+
+    def shard_queue_arguments(self) -> dict[str, Any]:
+        # As the send queue's (a shard's commands are the send queue's: the broker's own dead
+        # letters go to its backstop), with one consumer at a time.
+        args = self.command_queue_arguments(self.send_queue)
+        args["x-single-active-consumer"] = True
+        return args
+
+    def _shard_declarations(
+        self,
+    ) -> tuple[list[ExchangeDeclaration], list[QueueDeclaration], list[BindingDeclaration]]:
+        if not self.shards:
+            return [], [], []
+        exchanges = [
+            ExchangeDeclaration(
+                self.shard_exchange,
+                ExchangeType.X_CONSISTENT_HASH,
+                "send commands, hashed by sending number onto the shard queues",
+            )
+        ]
+        queues = [
+            QueueDeclaration(
+                self.shard_queue(i),
+                self.shard_queue_arguments(),
+                f"send commands of the sending numbers hashed to shard {i}",
+            )
+            for i in range(self.shards)
+        ]
+        sac = self.plain_queue_arguments() | {"x-single-active-consumer": True}
+        queues.append(
+            QueueDeclaration(self.router_queue, sac, "probes; its active consumer routes")
+        )
+        queues.append(
+            QueueDeclaration(
+                self.presence_queue,
+                self.plain_queue_arguments(),
+                "nothing; every worker consumes it, so its consumers are the workers",
+            )
+        )
+        # The consistent-hash exchange reads a binding's key as the queue's weight.
+        bindings = [
+            BindingDeclaration(self.shard_exchange, "1", self.shard_queue(i))
+            for i in range(self.shards)
+        ]
+        return exchanges, queues, bindings
 
     def result_prefix(self, command_queue: str) -> str:
         return SEND_RESULT_PREFIX if command_queue == self.send_queue else IMPORT_RESULT_PREFIX
@@ -250,15 +314,19 @@ class Topology:
                 )
                 for delay_s in self.retry_delays_s
             )
-        exchanges = (
+        exchanges = [
             ExchangeDeclaration(self.events_exchange, ExchangeType.TOPIC, "every event, by type"),
             ExchangeDeclaration(
                 self.dead_letter_exchange,
                 ExchangeType.DIRECT,
                 "dead letters: the worker's, and what RabbitMQ dead-letters itself",
             ),
-        )
-        return Declarations(exchanges, tuple(queues), tuple(bindings), tuple(obsolete))
+        ]
+        shard_exchanges, shard_queues, shard_bindings = self._shard_declarations()
+        exchanges.extend(shard_exchanges)
+        queues.extend(shard_queues)
+        bindings.extend(shard_bindings)
+        return Declarations(tuple(exchanges), tuple(queues), tuple(bindings), tuple(obsolete))
 
 
 async def declare_topology(

@@ -128,6 +128,11 @@ class SendWindow:
     def take(self, now_s: float, count: int = 1) -> None:
         self._in_flight.extend(itertools.repeat(now_s, count))
 
+    def resize(self, limit: int) -> None:
+        """A new ``limit``; the sends counted so far still count."""
+        self.limit = limit
+        self._answered = deque(self._answered, maxlen=limit)
+
     def answered(self, now_s: float) -> None:
         if self._in_flight:
             self._in_flight.popleft()
@@ -199,6 +204,26 @@ class Limits:
         self._reset_max_s = settings.rate_limit_reset_max_s
         self._pauses: dict[PauseKey, _Pause] = {}
         self._takes = 0
+        self._account_rate = settings.account_messages_per_s
+        self._margin = margin
+        self._batch_max = batch_max
+
+    def share_account(self, held: int, *, of: int) -> None:
+        """Take ``held / of`` of the account's limits: sharded sending, where each of several
+        workers sends from ``held`` of ``of`` shards (``bridge.worker.shards``).
+
+        The window takes the floor of its part, so the parts of all workers never add up to
+        more than the account's window; the sends already counted go on counting.
+        """
+        if self._account_rate <= 0:
+            return
+        rate = self._account_rate * held / of
+        self._account.retime(
+            interval_for(rate, self._margin), burst_for(rate, self._margin, self._batch_max)
+        )
+        if self._account_window is not None:
+            whole = window_limit(self._account_rate)
+            self._account_window.resize(max(1, whole * held // of))
 
     # -- sends ---------------------------------------------------------------------------------
 

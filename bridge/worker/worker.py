@@ -19,6 +19,10 @@ looked up before it is sent). Calls in flight are capped by
 default ``concurrency x batch_max``) bounds the commands held in memory, so that every call slot
 can carry a full batch.
 
+With ``worker.shards`` the send queue is not consumed directly: ``Shards`` (``shards.py``) routes
+it into shard queues by sending number and consumes those, so that several workers share
+Catapult's limits; their deliveries go through the same flow.
+
 ``stop``: stop consuming; give back what is held and not yet called; let the calls in flight
 finish within ``worker.drain_timeout_s`` (their commands are settled as usual); cancel the rest,
 which gives their commands back (a redelivered send is looked up before it is sent again, so
@@ -40,6 +44,7 @@ from bridge.broker import BrokerLink, Session, Topology
 from bridge.catapult import CatapultClient
 from bridge.events.commands import CommandKind
 from bridge.settings import Settings
+from bridge.worker import shards as sharding
 from bridge.worker.consumer import CommandConsumer
 from bridge.worker.dispatcher import InFlight
 from bridge.worker.executor import Executor
@@ -86,6 +91,7 @@ class Worker:
         self._consumed_once = False
         # Follows is_ready at every scrape (the link may go and come back at any time).
         self.metrics.ready.set_function(lambda: 1.0 if self.is_ready else 0.0)
+        self._shards: sharding.Shards | None = None  # with worker.shards: sharded sending
         self._consumer: CommandConsumer | None = None
         self._flow: CommandFlow | None = None
         self._watch: CatapultWatch | None = None
@@ -124,6 +130,11 @@ class Worker:
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
+
+    @property
+    def shards(self) -> sharding.Shards | None:
+        """Its part in sharded sending (``worker.shards``), once started; None when off."""
+        return self._shards
 
     async def start(self) -> None:
         """Connect, declare, consume. Raises (and cleans up) when the broker cannot be used."""
@@ -178,11 +189,24 @@ class Worker:
             (self.topology.send_queue, CommandKind.SEND, worker.send_prefetch),
             (self.topology.import_queue, CommandKind.IMPORT, worker.number_concurrency),
         ):
-            await self._consumer.consume(
-                queue=queue,
-                prefetch=prefetch,
-                on_message=flow.on_message_for(queue, kind),
-            )
+            if kind is CommandKind.SEND and worker.shards:
+                # The send queue is routed into shard queues, consumed by ``Shards``; their
+                # deliveries are the send queue's as far as the flow goes.
+                self._shards = sharding.Shards(
+                    link=self._link,
+                    topology=self.topology,
+                    settings=worker,
+                    limits=limits,
+                    on_send=flow.on_message_for(queue, kind),
+                    commit_timeout_s=settings.broker.confirm_timeout_s,
+                )
+                await self._shards.start()
+            else:
+                await self._consumer.consume(
+                    queue=queue,
+                    prefetch=prefetch,
+                    on_message=flow.on_message_for(queue, kind),
+                )
             # What RabbitMQ dead-letters itself: each gets its result and a redacted dead letter.
             await self._consumer.consume(
                 queue=self.topology.backstop_queue(queue),
@@ -217,6 +241,8 @@ class Worker:
             flow.stop_accepting()
         if self._consumer is not None:
             await self._consumer.cancel()  # 1. no new deliveries
+        if self._shards is not None:
+            await self._shards.cancel()  # 1. no routing; the shards pass to other workers
         await self._stop_loops()  # 2. no new calls
         if flow is not None:
             given = await flow.give_back_held()  # 3. what is held goes back now
@@ -252,6 +278,8 @@ class Worker:
             await self._client.close()
         if self._consumer is not None:
             await self._consumer.close()
+        if self._shards is not None:
+            await self._shards.close()
         await self._link.close()
 
     async def __aenter__(self) -> Worker:

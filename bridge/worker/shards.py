@@ -1,0 +1,317 @@
+"""Sharded sending: several workers on one RabbitMQ hold Catapult's limits together.
+
+With ``worker.shards`` S > 0 every worker of one deployment (same S, same queue names) takes part:
+
+    outbound.sms ──(one router at a time)──> outbound.sms.shards   x-consistent-hash exchange,
+                                             │ routing key = the sending number
+                                             ├─> outbound.sms.shard.0   quorum queues with
+                                             ├─> ...                    x-single-active-consumer
+                                             └─> outbound.sms.shard.<S-1>
+    outbound.sms.router    single active consumer: its active consumer is the router
+    outbound.sms.workers   every worker consumes it: its consumer count is how many there are
+
+Every worker consumes every shard queue; RabbitMQ delivers each shard to one of them (its single
+active consumer), so each number is sent from one worker at a time and its per-number limit is
+that worker's own. A worker holds a shard from the first delivery it gets from it (a command, or
+a probe: an empty message any worker publishes into a shard queue to find out who holds it,
+after it starts and whenever a worker leaves) until its consumer goes. It takes the account limit
+in proportion, ``rate x warm / S`` (``Limits.share_account``), counting only the shards it has
+held for ``worker.shard_warmup_s``: a shard newly held is not sent from before then, so the sends
+its previous holder made in Catapult's last 10 s window are not doubled against either limit.
+
+RabbitMQ 3.10's single active consumer never moves a queue to a consumer that arrives later, so
+the workers balance themselves: every second each one counts the workers (the consumer count of
+the presence queue) and, holding more than ``ceil(S / workers)`` shards, gives the newest ones
+up (closes their channels: what it held of them goes back to the queue and is never
+sent from here) and consumes them again at the back of the line. A worker that stops gives up
+everything the same way; one that dies is noticed by RabbitMQ when its connection drops (at
+once for a process killed on the broker's host, else after two missed heartbeats,
+``broker.heartbeat_s``) and its shards pass to the next consumers, who wait the warm-up first.
+
+Nothing here sends or acks a command: deliveries go to the worker's flow (``on_send``), which
+settles them as for an unsharded queue (results, retries and parking through ``outbound.sms``'s
+delay queues, back through the router). Probes are acked here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import uuid
+
+from bridge.broker import BrokerError, BrokerLink, Envelope, Inbound, Intake, OnMessage, Session
+from bridge.broker.committer import DEFAULT_EXCHANGE
+from bridge.broker.intake import settle as settle_delivery
+from bridge.broker.router import Router
+from bridge.broker.topology import Topology
+from bridge.settings import WorkerSettings
+from bridge.worker.limits import Limits
+
+log = logging.getLogger(__name__)
+
+PROBE_HEADER = "x-bridge-probe"
+PROBE_TYPE = "bridge.probe"
+# How often a worker counts the workers and balances its shards.
+CHECK_INTERVAL_S = 1.0
+
+
+def is_probe(message: Inbound) -> bool:
+    return bool(message.headers.get(PROBE_HEADER))
+
+
+class _Shard:
+    """One shard queue as this worker sees it: its intake, and since when it holds it."""
+
+    def __init__(self, index: int, queue: str) -> None:
+        self.index = index
+        self.queue = queue
+        self.intake: Intake | None = None
+        self.held_at: float | None = None
+        self.warm = asyncio.Event()
+        self.timer: asyncio.TimerHandle | None = None
+
+    @property
+    def is_held(self) -> bool:
+        return self.held_at is not None
+
+    def release(self) -> None:
+        """No longer held: wake whoever waits for the warm-up (their deliveries are stale)."""
+        self.held_at = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        warm, self.warm = self.warm, asyncio.Event()
+        warm.set()
+
+
+class Shards:
+    """This worker's part in sharded sending: the router, the presence, the shard consumers."""
+
+    def __init__(
+        self,
+        *,
+        link: BrokerLink,
+        topology: Topology,
+        settings: WorkerSettings,
+        limits: Limits,
+        on_send: OnMessage,
+        commit_timeout_s: float,
+    ) -> None:
+        self._link = link
+        self._topology = topology
+        self._settings = settings
+        self._limits = limits
+        self._on_send = on_send
+        self._count = settings.shards
+        self._prefetch = max(1, settings.send_prefetch // self._count)
+        self._shards = [_Shard(i, topology.shard_queue(i)) for i in range(self._count)]
+        self._router = Router(
+            link,
+            queue=topology.send_queue,
+            exchange=topology.shard_exchange,
+            prefetch=settings.send_prefetch,
+            commit_timeout_s=commit_timeout_s,
+        )
+        self._presence: Intake | None = None
+        self._router_lock: Intake | None = None
+        self._workers: int | None = None
+        self._share: int | None = None
+        self._checker: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def held(self) -> list[int]:
+        return [s.index for s in self._shards if s.is_held]
+
+    @property
+    def warm(self) -> list[int]:
+        return [s.index for s in self._shards if s.is_held and s.warm.is_set()]
+
+    @property
+    def is_router(self) -> bool:
+        return self._router.is_active
+
+    async def start(self) -> None:
+        # First: a new session holds nothing yet (its consumers are new, at the back of every
+        # line); then the router's channel, then the consumers.
+        self._link.attach(self._on_session)
+        self._link.attach(self._router.attach)
+        self._presence = await self._link.consume(
+            self._topology.presence_queue, prefetch=1, on_message=self._on_presence
+        )
+        self._router_lock = await self._link.consume(
+            self._topology.router_queue, prefetch=1, on_message=self._on_router_lock
+        )
+        for shard in self._shards:
+            shard.intake = await self._consume(shard)
+        self._checker = asyncio.create_task(self._check_forever(), name="shard balance")
+
+    async def cancel(self) -> None:
+        """For the shutdown: route and take no more; every shard passes to the next worker.
+
+        The deliveries this worker holds stay unacked for the flow to finish or give back; the
+        next holders wait the warm-up before they send, and learn of their shards by a probe.
+        """
+        self._stopping = True
+        if self._checker is not None:
+            self._checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checker
+        await self._router.deactivate()
+        for intake in (self._router_lock, *(s.intake for s in self._shards)):
+            if intake is not None:
+                await intake.pause()
+        await self._probe([s.queue for s in self._shards] + [self._topology.router_queue])
+
+    async def close(self) -> None:
+        await self._router.close()
+        for intake in (self._presence, self._router_lock, *(s.intake for s in self._shards)):
+            if intake is not None:
+                await intake.close()
+        for shard in self._shards:
+            shard.release()
+
+    # -- deliveries ----------------------------------------------------------------------------
+
+    async def _on_presence(self, message: Inbound) -> None:
+        await settle_delivery(message, ack=True)  # nothing is published there; just in case
+
+    async def _on_router_lock(self, message: Inbound) -> None:
+        # Only the router queue's single active consumer gets anything from it: this worker.
+        await settle_delivery(message, ack=True)
+        if not self._stopping and not message.is_stale:
+            await self._router.activate()
+
+    def _on_shard(self, shard: _Shard) -> OnMessage:
+        async def on_message(message: Inbound) -> None:
+            if message.is_stale:
+                return  # its channel is gone: the broker delivers it again
+            if not shard.is_held:
+                self._hold(shard)
+            if is_probe(message):
+                await settle_delivery(message, ack=True)
+                return
+            warm = shard.warm
+            await warm.wait()
+            if message.is_stale:
+                return  # given up while it waited: it is back in its queue
+            await self._on_send(message)
+
+        return on_message
+
+    def _hold(self, shard: _Shard) -> None:
+        loop = asyncio.get_running_loop()
+        shard.held_at = loop.time()
+        warmup_s = self._settings.shard_warmup_s
+        log.info(
+            "holding shard %d of %s; sending from it in %g s",
+            shard.index,
+            self._topology.send_queue,
+            warmup_s,
+        )
+        event = shard.warm
+
+        def warmed() -> None:
+            event.set()
+            self._share_account()
+
+        shard.timer = loop.call_later(warmup_s, warmed)
+
+    # -- sessions and balance ------------------------------------------------------------------
+
+    async def _on_session(self, _session: Session) -> None:
+        # Every consumer of a lost session is gone: nothing is held until deliveries say so.
+        for shard in self._shards:
+            shard.release()
+        self._workers = None
+        self._share_account()
+
+    async def _consume(self, shard: _Shard) -> Intake:
+        return await self._link.consume(
+            shard.queue,
+            prefetch=self._prefetch,
+            on_message=self._on_shard(shard),
+            transactional=True,
+        )
+
+    async def _check_forever(self) -> None:
+        while True:
+            await asyncio.sleep(CHECK_INTERVAL_S)
+            if not self._link.is_ready:
+                continue
+            try:
+                await self.check()
+            except BrokerError as exc:
+                log.debug("shard balance skipped: %s", exc)
+            except Exception:  # a bug must not stop the balance for good
+                log.exception("shard balance failed")
+
+    async def check(self) -> None:
+        """Count the workers; probe when one left; give up shards held over the fair share."""
+        counts = await self._link.consumer_counts([self._topology.presence_queue])
+        workers = max(1, counts.get(self._topology.presence_queue) or 1)
+        previous, self._workers = self._workers, workers
+        queues = []
+        if previous is None or workers < previous:
+            # Started, or a worker left: its shards have new holders, who learn of them by a
+            # delivery; a probe is one for a shard with nothing queued.
+            queues = [s.queue for s in self._shards if not s.is_held]
+        if not self._router.is_active:
+            # Whoever is the router queue's active consumer routes: it learns so from a probe
+            # (one a second from each worker that is not routing; the router acks them).
+            queues.append(self._topology.router_queue)
+        await self._probe(queues)
+        fair = math.ceil(self._count / workers)
+        held = sorted((s for s in self._shards if s.is_held), key=lambda s: s.held_at or 0.0)
+        for shard in held[fair:]:
+            await self._give_up(shard)
+
+    async def _give_up(self, shard: _Shard) -> None:
+        """Close this shard's channel (what it held goes back) and line up again."""
+        log.info(
+            "giving shard %d of %s up to balance %d workers",
+            shard.index,
+            self._topology.send_queue,
+            self._workers or 1,
+        )
+        intake, shard.intake = shard.intake, None
+        shard.release()
+        self._share_account()
+        if intake is not None:
+            await intake.close()
+        shard.intake = await self._consume(shard)
+        await self._probe([shard.queue])
+
+    async def _probe(self, queues: list[str]) -> None:
+        for queue in queues:
+            envelope = Envelope(
+                body=b"",
+                routing_key=queue,
+                message_id=uuid.uuid4().hex,
+                type=PROBE_TYPE,
+                content_type="application/octet-stream",
+                headers={PROBE_HEADER: True},
+            )
+            try:
+                await self._link.publish(envelope, exchange=DEFAULT_EXCHANGE, routing_key=queue)
+            except BrokerError as exc:
+                log.debug("probe of %s not published: %s", queue, exc)
+
+    def _share_account(self) -> None:
+        warm = len(self.warm)
+        # Holding nothing, nothing is sent: the share last taken stands until one is warm.
+        if warm and warm != self._share:
+            self._share = warm
+            self._limits.share_account(warm, of=self._count)
+            log.info(
+                "sending from %d of %d shards: %d/%d of the account's limit",
+                warm,
+                self._count,
+                warm,
+                self._count,
+            )
+
+
+__all__ = ["CHECK_INTERVAL_S", "PROBE_HEADER", "Shards", "is_probe"]

@@ -1,0 +1,262 @@
+"""Several workers on one broker hold Catapult's limits together (``worker.shards``).
+
+Worker processes (``bridge run --role worker``) share one RabbitMQ and one simulated account whose
+limits match the workers' settings: each of ten numbers may send 1 message/s, the account 10/s,
+both averaged over 10 s as on the platform. Applications publish to the send queue as ever. What
+must hold: the simulator refuses nothing (no 403 rate limit), no number sends more than 10 in any
+10 s window, every command is sent exactly once and has its result, and one number's sends to
+one destination leave in the order they were published; also when a worker stops (SIGTERM) or
+is killed (SIGKILL) under load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import signal
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+import orjson
+import pytest
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from bridge.broker import Topology, declare_topology
+from bridge.catapult import RATE_WINDOW_S
+from bridge.events.tag import decode_tag
+from bridge.settings import Settings
+from bridge.simulator import Simulator
+from tests.fixtures.simulator import MakeSimulator
+from tests.fixtures.worker import (
+    OTHER_SENDER,
+    SENDER,
+    TEST_WORKER,
+    MakeWorkerEnv,
+    WorkerProcess,
+    catapult_settings_for,
+    send_body,
+)
+
+NUMBERS = [f"+1919555{n:04d}" for n in range(700, 710)]
+RECIPIENTS = ["+19195559001", "+19195559002"]
+SHARDED: dict[str, Any] = {
+    **TEST_WORKER,
+    "shards": 8,
+    "number_messages_per_s": 1.0,
+    "account_messages_per_s": 10.0,
+    "retry_delays_s": [0.5, 1.0, 2.0],
+    "max_attempts": 6,
+}
+
+
+def most_in_window(times: Sequence[float], window_s: float = RATE_WINDOW_S) -> int:
+    """The most of ``times`` (sorted) in any window (t - window_s, t]."""
+    best = 0
+    for i, t in enumerate(times):
+        best = max(best, i + 1 - bisect.bisect_right(times, t - window_s, 0, i + 1))
+    return best
+
+
+@dataclass
+class Results:
+    by_command: dict[str, list[AbstractIncomingMessage]] = field(default_factory=dict)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        command = str(orjson.loads(message.body)["subject"])
+        self.by_command.setdefault(command, []).append(message)
+        await message.ack()
+        self.arrived.set()
+
+    async def wait_for(self, count: int, *, timeout_s: float) -> None:
+        async with asyncio.timeout(timeout_s):
+            while len(self.by_command) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+class Sending(WorkerProcess):
+    """A worker process that is ready once it sends from shards of its own (after the warm-up,
+    so after the shards were balanced between the workers started with it)."""
+
+    READY = "sending from"
+
+
+@dataclass
+class Fleet:
+    settings: Settings
+    simulator: Simulator
+    topology: Topology
+    results: Results
+    channel: aio_pika.abc.AbstractChannel
+    make_worker: Callable[[Settings], WorkerProcess]
+    workers: list[WorkerProcess] = field(default_factory=list)
+    published: list[tuple[str, str, str, int]] = field(default_factory=list)
+
+    async def start(self, count: int, *, until_sending: bool = False) -> None:
+        """``count`` workers; with ``until_sending``, each has taken its shards and warmed up."""
+        for _ in range(count):
+            worker = Sending(self.settings) if until_sending else self.make_worker(self.settings)
+            self.workers.append(worker)
+        await asyncio.gather(*(w.start(ready_timeout_s=60) for w in self.workers))
+
+    async def publish(self, per_number: int) -> list[str]:
+        """``per_number`` commands from each number, interleaved; their ids."""
+        ids = []
+        for n in range(per_number):
+            for sender in NUMBERS:
+                command_id = uuid.uuid4().hex
+                to = RECIPIENTS[n % 2]
+                body = {"from": sender, "to": to, "text": f"{n}"}
+                await self.channel.default_exchange.publish(
+                    aio_pika.Message(
+                        orjson.dumps(body),
+                        message_id=command_id,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key=self.topology.send_queue,
+                )
+                self.published.append((command_id, sender, to, n))
+                ids.append(command_id)
+        return ids
+
+    async def wait_results(self, count: int, *, timeout_s: float) -> None:
+        try:
+            await self.results.wait_for(count, timeout_s=timeout_s)
+        except TimeoutError:
+            said = "\n".join(
+                f"[{n}] {line}" for n, w in enumerate(self.workers) for line in w.lines[-40:]
+            )
+            raise AssertionError(
+                f"{len(self.results.by_command)} of {count} results in {timeout_s:g} s:\n{said}"
+            ) from None
+
+    def check(self, ids: list[str]) -> None:
+        sim = self.simulator
+        refused = dict(sim.state.send_refusals)
+        assert not {c: n for c, n in refused.items() if c.startswith("message-rate-limit")}, refused
+        sent = Counter(decode_tag(m.tag).command_id for m in sim.state.messages.values())
+        assert {i: sent.get(i, 0) for i in ids} == dict.fromkeys(ids, 1)  # none lost, none twice
+        for command_id in ids:
+            outcomes = {
+                orjson.loads(m.body)["data"]["outcome"] for m in self.results.by_command[command_id]
+            }
+            assert outcomes == {"succeeded"}, (command_id, outcomes)
+        messages = sorted(sim.state.messages.values(), key=lambda m: m.sort_key)
+        for number in NUMBERS:
+            times = [m.created_s for m in messages if m.from_ == number]
+            assert most_in_window(times) <= 10, number
+        assert most_in_window([m.created_s for m in messages]) <= 100
+
+
+@pytest.fixture
+async def fleet(
+    make_settings: Callable[..., Settings],
+    make_simulator: MakeSimulator,
+    amqp: AbstractRobustConnection,
+    worker_process: Callable[[Settings], WorkerProcess],
+) -> AsyncIterator[Fleet]:
+    simulator = await make_simulator(number_messages_per_s=1.0, account_messages_per_s=10.0)
+    for number in NUMBERS:
+        simulator.add_number(number)
+    settings = make_settings(worker=SHARDED, catapult=catapult_settings_for(simulator))
+    topology = Topology.from_settings(settings)
+    channel = await amqp.channel(publisher_confirms=True)
+    await declare_topology(channel, topology)
+    results = Results()
+    queue = await channel.get_queue(topology.results_queue(topology.send_queue), ensure=False)
+    await queue.consume(results.on_message)
+    fleet = Fleet(settings, simulator, topology, results, channel, worker_process)
+    yield fleet
+    for worker in fleet.workers:
+        await worker.close()
+    await channel.close()
+
+
+async def test_one_sharded_worker_routes_every_command_through_the_shards(
+    make_worker_env: MakeWorkerEnv,
+) -> None:
+    env = await make_worker_env(worker={"shards": 4, "shard_warmup_s": 0})
+    ids = [
+        await env.publish(send_body(f"sharded {n}", sender=(SENDER, OTHER_SENDER)[n % 2]))
+        for n in range(20)
+    ]
+    results = await env.results_for([i for i in ids if i is not None], timeout_s=20)
+    assert {r["data"]["outcome"] for r in results.values()} == {"succeeded"}
+    for command_id in ids:
+        assert command_id is not None
+        assert len(env.sent_with_tag_of(command_id)) == 1
+    topology = env.topology
+    assert await env.queue_depth(topology.send_queue) == 0
+    for i in range(4):
+        assert await env.queue_depth(topology.shard_queue(i)) == 0
+    # This worker routes, and holds the shards the two numbers hash to.
+    shards = env.worker.shards
+    assert shards is not None
+    assert shards.is_router
+    assert 1 <= len(shards.warm) <= 4
+
+
+def in_publish_order(fleet: Fleet) -> None:
+    """Each number's sends to each destination reached Catapult in publish order."""
+    by_id = {m_id: n for m_id, _, _, n in fleet.published}
+    sent = sorted(fleet.simulator.state.messages.values(), key=lambda m: m.sort_key)
+    for number in NUMBERS:
+        for to in RECIPIENTS:
+            order = [
+                by_id.get(str(decode_tag(m.tag).command_id), -1)
+                for m in sent
+                if m.from_ == number and m.to == to
+            ]
+            assert order == sorted(order), (number, to, order)
+
+
+async def test_three_workers_hold_the_per_number_and_account_limits_together(fleet: Fleet) -> None:
+    await fleet.start(3)
+    ids = await fleet.publish(per_number=15)
+    await fleet.wait_results(len(ids), timeout_s=120)
+    fleet.check(ids)
+    joined = "\n".join(line for w in fleet.workers for line in w.lines)
+    assert joined.count("routing ") >= 1
+    # Every worker ended up sending from some of the shards.
+    for worker in fleet.workers:
+        assert any("sending from" in line for line in worker.lines), worker.lines
+
+
+async def test_one_numbers_sends_to_one_destination_leave_in_publish_order(
+    fleet: Fleet,
+) -> None:
+    # What a worker holds of one number is never parked here (hold_s covers the whole backlog),
+    # and the shards have settled before the commands come (what a worker held of a shard it
+    # gives up goes back to the queue in an order RabbitMQ does not promise): order holds
+    # across the workers, the router and the shard queues.
+    fleet.settings = fleet.settings.model_copy(
+        update={"worker": fleet.settings.worker.model_copy(update={"hold_s": 60.0})}
+    )
+    await fleet.start(3, until_sending=True)
+    ids = await fleet.publish(per_number=8)
+    await fleet.wait_results(len(ids), timeout_s=120)
+    fleet.check(ids)
+    in_publish_order(fleet)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+async def test_a_worker_that_stops_or_dies_under_load_loses_and_doubles_nothing(
+    fleet: Fleet, signum: signal.Signals
+) -> None:
+    await fleet.start(3)
+    ids = await fleet.publish(per_number=15)
+    await fleet.wait_results(len(ids) // 3, timeout_s=90)
+    # The shards of the first worker (and the router, if it is the one) pass to the others.
+    first = fleet.workers[0]
+    said = "\n".join(first.lines)
+    assert said.count("holding shard") > said.count("giving shard"), said
+    first.signal(signum)
+    code = await fleet.workers[0].wait(timeout_s=60)
+    assert code == (0 if signum is signal.SIGTERM else -signal.SIGKILL)
+    await fleet.wait_results(len(ids), timeout_s=120)
+    fleet.check(ids)
