@@ -4,7 +4,9 @@ Modules log through ``logging.getLogger(__name__)`` with ``%``-style arguments a
 ``extra`` (``message_id``, ``command_id``, ``event_id``...); the JSON formatter emits those as
 fields, the plain one appends them as ``key=value`` (quoted when they hold spaces). Extras that are
 None are left out of both. Secrets never reach a log call in the first place; this module does not
-try to scrub them.
+try to scrub them, with one exception: the AMQP client logs some messages it was handed whole, and
+``MessageBodyFilter`` takes their bodies out (``keep_message_bodies_out``, run by every broker
+link and by ``configure_logging``).
 
 Two loggers carry one line per message at INFO, so that a person sees the traffic flow:
 ``bridge.receiver.callbacks`` (each callback stored) and ``bridge.worker.results`` (each command
@@ -21,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from aiormq.abc import DeliveredMessage
 
 from bridge.settings import LogSettings
 
@@ -74,6 +77,48 @@ class PlainFormatter(logging.Formatter):
         return text
 
 
+class MessageBodyFilter(logging.Filter):
+    """Keeps message bodies out of the AMQP client's own log lines.
+
+    aiormq logs a returned message it cannot match to a publish (``Unhandled message %r
+    returning``, e.g. a mandatory publish on a channel without confirms) with its whole repr, body
+    included, and a command's body can hold a Dashboard password. Such an argument is replaced by
+    what identifies the message without its content.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(isinstance(a, DeliveredMessage) for a in args):
+            record.args = tuple(
+                _described(a) if isinstance(a, DeliveredMessage) else a for a in args
+            )
+        elif isinstance(args, DeliveredMessage):  # a lone argument, unwrapped by ``logging``
+            record.args = (_described(args),)
+        return True
+
+
+def _described(message: DeliveredMessage) -> str:
+    properties = message.header.properties
+    return (
+        f"<message {properties.message_id or '(no id)'} to "
+        f"{message.exchange or '(default exchange)'}/{message.routing_key}, "
+        f"{len(message.body)} bytes, body not logged>"
+    )
+
+
+# Every logger of the AMQP client that logs a message it was given (filters are not inherited).
+_AMQP_LOGGERS = ("aiormq", "aiormq.channel", "aiormq.connection", "aio_pika")
+_BODY_FILTER = MessageBodyFilter()
+
+
+def keep_message_bodies_out() -> None:
+    """Install ``MessageBodyFilter`` on the AMQP client's loggers; idempotent."""
+    for name in _AMQP_LOGGERS:
+        logger = logging.getLogger(name)
+        if _BODY_FILTER not in logger.filters:
+            logger.addFilter(_BODY_FILTER)
+
+
 def apply_levels(settings: LogSettings) -> None:
     """Set the levels ``settings`` asks for (without touching handlers)."""
     root = logging.getLogger()
@@ -90,4 +135,5 @@ def configure_logging(settings: LogSettings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.format == "json" else PlainFormatter())
     logging.getLogger().handlers[:] = [handler]
+    keep_message_bodies_out()
     apply_levels(settings)

@@ -23,6 +23,7 @@ from bridge.logs import (
     JsonFormatter,
     PlainFormatter,
     apply_levels,
+    keep_message_bodies_out,
 )
 from bridge.settings import LogSettings, Settings
 from tests.fixtures.receiver import AUTH_HEADERS, CREDENTIALS, MakeReceiver
@@ -203,3 +204,37 @@ async def test_per_message_off_keeps_only_the_dead_letter_warnings(
     record = await lines.first(_about(failed))
     assert record.levelno == logging.WARNING
     assert all(r.levelno >= logging.WARNING for r in lines.records)
+
+
+async def test_the_amqp_client_never_logs_a_message_body(amqp_url: str, unique: str) -> None:
+    """A mandatory publish nobody routes, on a channel without confirms (a transactional one):
+    aiormq logs the returned message it cannot place, and the line must not hold its body."""
+    import aiormq
+
+    keep_message_bodies_out()
+    seen = asyncio.Event()
+    lines: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+            seen.set()
+
+    handler = Catch(logging.DEBUG)
+    handler.setFormatter(PlainFormatter())
+    channel_log = logging.getLogger("aiormq.channel")
+    channel_log.addHandler(handler)
+    connection = await aiormq.connect(amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=False)
+        body = b'{"number": "+19195550100", "password": "pw-dashboard-secret"}'
+        await channel.basic_publish(
+            body, exchange="", routing_key=f"{unique}.nowhere", mandatory=True
+        )
+        async with asyncio.timeout(5):
+            await seen.wait()
+    finally:
+        channel_log.removeHandler(handler)
+        await connection.close()
+    assert any("body not logged" in line for line in lines), lines
+    assert not any("pw-dashboard-secret" in line for line in lines)

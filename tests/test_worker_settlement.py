@@ -18,7 +18,7 @@ from bridge.events.results import FailureReason, ResultError
 from bridge.settings import load_settings
 from bridge.worker import deliveries as h
 from bridge.worker.decisions import AlreadyImported, Ambiguous, Done, Fail, Retry
-from bridge.worker.deliveries import Delivery, Rejected, read_delivery
+from bridge.worker.deliveries import Delivery, Rejected, expires_at, read_delivery
 from bridge.worker.scheduler import Park
 from bridge.worker.settlement import Finish, Planner, Republish
 
@@ -198,6 +198,7 @@ def test_retries_go_to_the_delay_tier_with_their_attempts(
     outcome: Retry | Ambiguous, queue_suffix: str, lookup: bool
 ) -> None:
     delivery = _send(headers={"x-delivery-count": 1, "app": "kept"})
+    delivery.needs_lookup = False  # looked up: not found, sent again
     delivery.attempts = 2
     delivery.sent_at_epoch_s = 1_700_000_000.5
     plan = PLANNER.for_outcome(delivery, outcome, now=NOW)
@@ -211,6 +212,35 @@ def test_retries_go_to_the_delay_tier_with_their_attempts(
     assert headers["app"] == "kept"
     assert plan.envelope.message_id == "m-1"
     assert plan.envelope.body == orjson.dumps(SEND)
+
+
+@pytest.mark.parametrize(
+    "outcome", [Retry(1, ResultError(message="500")), Ambiguous(1, ResultError(message="503"))]
+)
+def test_a_copy_of_a_send_still_to_look_up_keeps_the_mark(outcome: Retry | Ambiguous) -> None:
+    plan = PLANNER.for_outcome(_send(redelivered=True), outcome, now=NOW)
+    assert isinstance(plan, Republish)
+    assert plan.envelope.headers[h.LOOKUP] == 1
+    parked = PLANNER.for_park(_send(redelivered=True), Park(delay_s=1, due_in_s=1), now=NOW)
+    assert parked.envelope.headers[h.LOOKUP] == 1
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", float("nan"), float("inf"), "1e999"])
+def test_header_numbers_that_are_not_finite_read_as_absent(value: Any) -> None:
+    headers = {
+        h.ATTEMPTS: value,
+        h.SENT_AT_MS: value,
+        h.DUE_AT_MS: value,
+        h.EXPIRES_AT_MS: value,
+        h.ERROR_MESSAGE: "down",
+        h.ERROR_STATUS: value,
+        "x-delivery-count": value,
+    }
+    delivery = _send(headers=headers)
+    assert (delivery.attempts, delivery.sent_at_epoch_s, delivery.due_at_epoch_s) == (0, None, None)
+    assert delivery.needs_lookup is False
+    assert delivery.last_error == ResultError(message="down")
+    assert expires_at(delivery.message, now_epoch_s=1.0, max_age_s=None) is None
 
 
 def test_a_parked_send_carries_its_slot() -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -96,9 +97,11 @@ class Inbound:
         """The AMQP ``expiration`` in seconds (on the wire: milliseconds, as text)."""
         raw = self._properties.expiration
         try:
-            return None if raw is None else float(raw) / 1000.0
+            seconds = None if raw is None else float(raw) / 1000.0
         except ValueError:
             return None
+        # "nan" and "inf" parse as floats; they are no expiry a message can have.
+        return seconds if seconds is not None and math.isfinite(seconds) else None
 
     @property
     def app_id(self) -> str | None:

@@ -53,6 +53,7 @@ from bridge.broker.intake import Intake, OnMessage
 from bridge.broker.publisher import Publisher
 from bridge.broker.topology import Topology, declare_topology
 from bridge.events.envelope import Envelope
+from bridge.logs import keep_message_bodies_out
 from bridge.settings import Settings, masked_url
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,7 @@ class BrokerLink:
         self._topology = Topology.from_settings(settings)
         self._name = name
         self._while_away = while_away
+        keep_message_bodies_out()
         self._addresses = tuple(
             _amqp_url(url, heartbeat_s=broker.heartbeat_s) for url in broker.addresses
         )

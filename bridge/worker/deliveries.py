@@ -15,6 +15,7 @@ No I/O here: the message is only read.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -247,15 +248,18 @@ def _text(value: Any) -> str | None:
 
 
 def _number(value: Any) -> float | None:
+    """A header's number; anything else, ``nan`` and the infinities too, reads as absent."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value)
-    text = _text(value)
-    try:
-        return None if text is None else float(text)
-    except ValueError:
-        return None
+        number = float(value)
+    else:
+        text = _text(value)
+        try:
+            number = float("nan") if text is None else float(text)
+        except (ValueError, OverflowError):
+            return None
+    return number if math.isfinite(number) else None
 
 
 __all__ = [

@@ -292,7 +292,9 @@ class Planner:
         lookup: bool,
         why: str,
     ) -> Republish:
-        headers = self._copy_headers(delivery, lookup=lookup)
+        # A delivery still to be looked up keeps the mark on every copy, whatever the outcome:
+        # a copy without it would be sent without the look-up its original was owed.
+        headers = self._copy_headers(delivery, lookup=lookup or delivery.needs_lookup)
         headers.update(h.error_headers(error))
         return self._republish(delivery, self._topology.retry_tier(delay_s), headers, why=why)
 
