@@ -12,7 +12,7 @@ session, after which the topology is declared again and the queue consumed anew.
 ``pause`` stops deliveries (``basic.cancel``) and keeps them stopped across reconnects until
 ``resume``; the deliveries already held stay unacked, for the caller to settle or give back.
 ``settle`` tells the broker what became of a delivery (ack, or nack with requeue, and for a
-transactional intake a copy published in the same transaction: ``committer.py``); what that is,
+transactional intake what is published in the same transaction: ``committer.py``); what that is,
 is decided by the caller (the worker settles in exactly one place). A delivery whose channel is
 gone is stale: it can no longer be settled, and the broker delivers it again. Every failure here
 is a ``ChannelFailed`` (``errors.py``), or a False from ``settle``.
@@ -23,16 +23,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from pamqp.commands import Basic
 
-from bridge.broker.committer import Committer
+from bridge.broker.committer import Committer, Outgoing
 from bridge.broker.errors import ChannelFailed, translated
-from bridge.events.envelope import Envelope
 
 if TYPE_CHECKING:
     from bridge.broker.link import BrokerLink, Session
@@ -176,11 +175,11 @@ class Intake:
             if self._transactional:
                 with translated(f"making the channel of {self.queue} transactional"):
                     await channel.tx_select()
-                queues = self._link.topology.declarations().queues
                 committer = Committer(
                     channel,
                     timeout_s=self._commit_timeout_s,
-                    queue_arguments={q.name: q.arguments for q in queues},
+                    declare_routes=self._link.declare_routes,
+                    redeclare=self._link.redeclare,
                 )
             channel.on_consumer_cancel_callbacks.add(self._on_cancel)
             self._session, self._channel, self._tag = session, channel, None
@@ -255,18 +254,19 @@ class Intake:
             self._session.end(f"the broker cancelled the consumer of {self.queue}")
 
 
-async def settle(message: Inbound, *, ack: bool, copy: tuple[str, Envelope] | None = None) -> bool:
+async def settle(message: Inbound, *, ack: bool, publishes: Sequence[Outgoing] = ()) -> bool:
     """Ack ``message`` (or nack it with requeue); True once the broker has it, False when the
     channel is gone (nothing took effect; the broker delivers it again).
 
-    ``copy`` (a queue and an envelope, published with the ack in one transaction) needs a
-    transactional intake. On a transactional intake every settle goes through its committer.
+    ``publishes`` (published with the ack in one transaction: a copy, a result, a dead letter)
+    need a transactional intake. On a transactional intake every settle goes through its
+    committer.
     """
     committer = message._committer
     if committer is not None:
-        return await committer.settle(message.delivery_tag, ack=ack, copy=copy)
-    if copy is not None:
-        raise ValueError("a copy settled with its delivery needs a transactional intake")
+        return await committer.settle(message.delivery_tag, ack=ack, publishes=publishes)
+    if publishes:
+        raise ValueError("publishes settled with their delivery need a transactional intake")
     try:
         await (_ack if ack else _nack)(message)
     except ChannelFailed as exc:

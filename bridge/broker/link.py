@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from enum import StrEnum
 from typing import Any
 
@@ -51,7 +51,13 @@ from bridge.broker.errors import (
 )
 from bridge.broker.intake import Intake, OnMessage
 from bridge.broker.publisher import Publisher
-from bridge.broker.topology import Topology, declare_topology
+from bridge.broker.topology import (
+    Declarations,
+    Topology,
+    declare_plan,
+    declare_topology,
+    route_declarations,
+)
 from bridge.events.envelope import Envelope
 from bridge.logs import keep_message_bodies_out
 from bridge.settings import Settings, masked_url
@@ -201,6 +207,10 @@ class BrokerLink:
         self._redeclare_backoff = Backoff(
             initial_s=broker.reconnect_delay_s, max_s=broker.reconnect_max_delay_s
         )
+        # The side channel routes are declared on (``declare_routes``), and for which session.
+        self._side: tuple[Session, AbstractChannel] | None = None
+        self._side_lock = asyncio.Lock()
+        self._route_plans: dict[tuple[str, str], Declarations] = {}
 
     @property
     def state(self) -> LinkState:
@@ -372,6 +382,46 @@ class BrokerLink:
         self._redeclare_failing = False
         log.info("%s: a queue was missing: declared the topology again", self._name)
         return True
+
+    async def declare_routes(self, routes: Collection[tuple[str, str]]) -> None:
+        """Declare what each ``(exchange, routing key)`` needs so that a publish on it reaches
+        its queues (``route_declarations``): run before a transaction that publishes on them
+        commits (``committer.py``). A no-op for what is there.
+
+        On a side channel of the session, kept open between calls and outside the session's
+        watch: a refused declaration closes that channel only, not a consumer's. Raises
+        ``ChannelFailed`` (``refused`` when the broker turned a declaration down).
+        """
+        plans = []
+        for route in routes:
+            plan = self._route_plans.get(route)
+            if plan is None:
+                plan = self._route_plans[route] = route_declarations(self._topology, *route)
+            plans.append(plan)
+        if not any(p.exchanges or p.queues for p in plans):
+            return
+        async with self._side_lock:
+            session = self._session
+            if session is None or not self.is_ready:
+                raise ChannelFailed("disconnected", "declaring routes: not connected")
+            side = self._side
+            if side is None or side[0] is not session or side[1].is_closed:
+                channel = await session.open_channel("declaring routes", watched=False)
+                self._side = side = (session, channel)
+            channel = side[1]
+            try:
+                with translated("declaring the routes of a commit"):
+                    async with asyncio.timeout(self._broker.connect_timeout_s):
+                        for plan in plans:
+                            await declare_plan(channel, plan)
+            except ChannelFailed:
+                # Closed by the refusal, or left with a call unanswered: a new one next time.
+                self._side = None
+                if not channel.is_closed:
+                    with contextlib.suppress(*AMQP_FAILURES):
+                        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                            await channel.close()
+                raise
 
     async def close(self) -> None:
         """Stop trying and close the session (bounded)."""

@@ -329,6 +329,43 @@ class Topology:
         return Declarations(tuple(exchanges), tuple(queues), tuple(bindings), tuple(obsolete))
 
 
+def route_declarations(topology: Topology, exchange: str, routing_key: str) -> Declarations:
+    """What must exist for a publish to ``exchange`` under ``routing_key`` to reach its queues:
+    the exchange, every queue of the topology bound for that key (on the default exchange: the
+    queue of that name), and those bindings. Empty for a route the topology does not hold."""
+    plan = topology.declarations()
+    queues = {q.name: q for q in plan.queues}
+    if exchange == "":
+        queue = queues.get(routing_key)
+        return Declarations((), (queue,) if queue is not None else (), ())
+    exchanges = [e for e in plan.exchanges if e.name == exchange]
+    if not exchanges:
+        return Declarations((), (), ())
+    topic = exchanges[0].type is ExchangeType.TOPIC
+    bindings = tuple(
+        b
+        for b in plan.bindings
+        if b.exchange == exchange
+        and (_topic_matches(b.routing_key, routing_key) if topic else b.routing_key == routing_key)
+    )
+    bound = tuple(queues[name] for name in dict.fromkeys(b.queue for b in bindings))
+    return Declarations(tuple(exchanges), bound, bindings)
+
+
+def _topic_matches(pattern: str, key: str) -> bool:
+    """A topic exchange's match: ``*`` is one word, ``#`` zero or more."""
+    words, parts = pattern.split("."), key.split(".")
+
+    def match(i: int, j: int) -> bool:
+        if i == len(words):
+            return j == len(parts)
+        if words[i] == "#":
+            return any(match(i + 1, k) for k in range(j, len(parts) + 1))
+        return j < len(parts) and words[i] in ("*", parts[j]) and match(i + 1, j + 1)
+
+    return match(0, 0)
+
+
 async def declare_topology(
     channel: aiormq.abc.AbstractChannel | AioPikaChannel, topology: Topology
 ) -> None:
@@ -345,7 +382,11 @@ async def declare_topology(
 
 
 async def _declare(channel: aiormq.abc.AbstractChannel, topology: Topology) -> None:
-    plan = topology.declarations()
+    await declare_plan(channel, topology.declarations())
+
+
+async def declare_plan(channel: aiormq.abc.AbstractChannel, plan: Declarations) -> None:
+    """Declare what ``plan`` holds on an aiormq channel (aiormq errors are the caller's)."""
     for exchange in plan.exchanges:
         await channel.exchange_declare(
             exchange.name, exchange_type=exchange.type.value, durable=True
@@ -370,5 +411,7 @@ __all__ = [
     "ExchangeDeclaration",
     "QueueDeclaration",
     "Topology",
+    "declare_plan",
     "declare_topology",
+    "route_declarations",
 ]

@@ -9,22 +9,20 @@ Deliveries are handed to a callback; what happens to each one in the end is deci
 (``settlement.Planner``) and carried out here, by ``settle``, which is the one function that acks
 or nacks a command:
 
-    Finish     result published and confirmed (and to ``reply_to``), dead letter published and
-               confirmed for failures, then ack
+    Finish     the result event (and its copy to ``reply_to``), the dead letter for failures,
+               and the ack, in one transaction
     Republish  the copy published to its delay tier and the ack, in one transaction
     GiveBack   nack with requeue
 
-When the broker does not confirm (unreachable, refused, timed out) nothing is acked: the delivery
-is nacked back (or, with the channel gone, the broker redelivers it anyway), and the redelivery is
-looked up before anything is sent again. A result or dead letter that no queue takes (someone
-deleted it) is not given back, which would bring the command straight back to fail the same way:
-the link declares the topology again and the publish is tried again (``_publish_routed``).
-
-A copy and the ack of its original must never be separated, so every command channel is
-transactional and every settle of it is committed by its channel's committer
-(``bridge.broker.committer``, which also declares a copy's queue right before the commit).
-Results and dead letters still go through the confirm channel before their ack: a kill between
-the two gives a second result with the same event id, which consumers drop.
+Nothing the worker publishes for a command can be separated from the command's ack: every command
+channel is transactional and every settle of it is committed by its channel's committer
+(``bridge.broker.committer``, which has the link declare each route a commit publishes to right
+before it). A process killed at any moment leaves either all of a settle or none of it: no result
+without its ack (a second result when the command came back), no copy beside its original. A
+commit that fails has no effect and gives the delivery back to the broker, and a
+redelivered send is looked up before anything is sent again. A route that cannot be declared
+(someone deleted a queue and holds its name) holds the commit, not the command's end: it is not
+given back, which would bring it straight back to fail the same way, in a loop.
 """
 
 from __future__ import annotations
@@ -32,13 +30,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection
 
-from bridge.broker import BrokerLink, Envelope, Inbound, Intake, OnMessage, PublishFailed
-from bridge.broker.committer import DEFAULT_EXCHANGE
+from bridge.broker import BrokerLink, Inbound, Intake, OnMessage
+from bridge.broker.committer import DEFAULT_EXCHANGE, Outgoing
 from bridge.broker.intake import settle as settle_delivery
 from bridge.worker.metrics import WorkerMetrics
 from bridge.worker.settlement import Disposition, Finish, GiveBack, Republish
 
 log = logging.getLogger(__name__)
+
+# AMQP's limit on a routing key (a ``shortstr``); a longer ``reply_to`` cannot be published to.
+MAX_ROUTING_KEY_BYTES = 255
 
 
 class CommandConsumer:
@@ -94,102 +95,50 @@ class CommandConsumer:
         Returns True when the message was acked (its disposition done), False when it went back.
         """
         ids = {"command_id": command_id, "message_id": message.message_id}
-        try:
-            match disposition:
-                case Finish():
-                    await self._publish_finish(message, disposition, ids)
-                case Republish(queue=queue, envelope=envelope):
-                    if await settle_delivery(message, ack=True, copy=(queue, envelope)):
-                        return True
-                    self._metrics.settle_failures.inc()
-                    log.warning(
-                        "copy of command %s not committed: the broker delivers it again",
-                        command_id,
-                        extra=ids,
-                    )
-                    return False
-                case GiveBack():
-                    await self._nack(message, ids)
-                    return False
-        except PublishFailed as exc:
-            self._metrics.settle_failures.inc()
-            log.warning(
-                "command %s not settled (%s): giving it back to the broker",
-                command_id,
-                exc.reason,
-                extra=ids,
-            )
-            await self._nack(message, ids)
-            return False
-        if not await settle_delivery(message, ack=True):
-            # The channel is gone: the broker redelivers the message, and its redelivery is
-            # looked up before anything is sent again.
-            self._metrics.settle_failures.inc()
-            log.warning(
-                "ack of command %s failed: the broker delivers it again", command_id, extra=ids
-            )
-            return False
-        return True
+        match disposition:
+            case GiveBack():
+                await self._nack(message, ids)
+                return False
+            case Republish(queue=queue, envelope=envelope):
+                publishes = [Outgoing(envelope, DEFAULT_EXCHANGE, queue)]
+                what = "copy"
+            case Finish():
+                publishes = self._finish_publishes(disposition, ids)
+                what = "result"
+        if await settle_delivery(message, ack=True, publishes=publishes):
+            return True
+        # Nothing of it took effect: the broker delivers the message again, and a redelivered
+        # send is looked up before anything is sent again.
+        self._metrics.settle_failures.inc()
+        log.warning(
+            "%s of command %s not committed: the broker delivers it again",
+            what,
+            command_id,
+            extra=ids,
+        )
+        return False
 
-    async def _publish_finish(
-        self, message: Inbound, finish: Finish, ids: dict[str, str | None]
-    ) -> None:
-        await self._publish_routed(message, finish.result, ids=ids)
+    def _finish_publishes(self, finish: Finish, ids: dict[str, str | None]) -> list[Outgoing]:
+        """The result (and its copy to ``reply_to``) and the dead letter, for one transaction."""
+        topology = self._link.topology
+        result = finish.result
+        publishes = [Outgoing(result, topology.events_exchange, result.routing_key)]
         if finish.dead_letter is not None:
-            await self._publish_routed(
-                message,
-                finish.dead_letter,
-                exchange=self._link.topology.dead_letter_exchange,
-                ids=ids,
-            )
-        if not finish.reply_to:
-            return
-        try:
-            await self._link.publish(
-                finish.result, exchange=DEFAULT_EXCHANGE, routing_key=finish.reply_to
-            )
-        except PublishFailed as exc:
-            # The result is on the events exchange already; a missing reply queue is the
-            # application's to fix, and must not hold the command back.
+            dead = finish.dead_letter
+            publishes.append(Outgoing(dead, topology.dead_letter_exchange, dead.routing_key))
+        reply_to = finish.reply_to
+        if reply_to and len(reply_to.encode()) <= MAX_ROUTING_KEY_BYTES:
+            # Not part of the topology, so not declared: a reply queue that is not there drops
+            # the copy (the result is on the events exchange all the same).
+            publishes.append(Outgoing(result, DEFAULT_EXCHANGE, reply_to, declared=False))
+        elif reply_to:
             log.warning(
-                "result of command %s not delivered to reply_to %r (%s)",
+                "result of command %s not sent to reply_to: longer than %d bytes",
                 ids["command_id"],
-                finish.reply_to,
-                exc.reason,
+                MAX_ROUTING_KEY_BYTES,
                 extra=ids,
             )
-
-    async def _publish_routed(
-        self,
-        message: Inbound,
-        envelope: Envelope,
-        *,
-        exchange: str | None = None,
-        ids: dict[str, str | None],
-    ) -> None:
-        """Publish; while no queue is bound for it, the topology is declared again and it is
-        tried again, for as long as ``message`` can still be settled.
-
-        A queue the worker publishes into was deleted: giving the command back would bring it
-        straight back, looked up at Catapult, to fail the same way, in a loop. The link paces
-        the declarations (one for every settle waiting, pauses growing while the queue cannot
-        come back), so this waits rather than spins, holding the command unacked (the prefetch
-        bounds how many). Any other failure raises at once.
-        """
-        while True:
-            try:
-                await self._link.publish(envelope, exchange=exchange)
-                return
-            except PublishFailed as exc:
-                if exc.reason != "unroutable" or message.is_stale:
-                    raise
-                log.debug(
-                    "command %s: %s; waiting for the topology to be declared again",
-                    ids["command_id"],
-                    exc,
-                    extra=ids,
-                )
-                await self._link.redeclare()
+        return publishes
 
     async def _nack(self, message: Inbound, ids: dict[str, str | None]) -> None:
         self._metrics.given_back.inc()

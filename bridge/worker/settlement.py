@@ -3,15 +3,15 @@
 ``Planner`` turns a delivery and its outcome into a ``Disposition``:
 
     Finish     publish the result event (events exchange, and ``reply_to`` when set), the dead
-               letter too for failures, then ack
+               letter too for failures, and ack, in one transaction
     Republish  publish a copy to a delay tier (a retry, a parked send, or a command sent back to
-               wait in its queue while Catapult is down), then ack
+               wait in its queue while Catapult is down) and ack, in one transaction
     GiveBack   nack with requeue (shutdown): the broker delivers it again, to be looked up first
 
-Results are CloudEvents whose id is derived from the command id, so the rare second copy of a
-result (a worker killed between the broker's confirm and its ack) carries the same id and
-consumers can drop it. Dead letters keep the body (an import's without its Dashboard credentials)
-and say in headers why, with Catapult's last error and the attempts made.
+Results are CloudEvents whose id is derived from the command id: should a second copy ever reach
+a consumer, it carries the same id and can be dropped. Dead letters keep the body (an import's
+without its Dashboard credentials) and say in headers why, with Catapult's last error and the
+attempts made.
 
 No I/O here; ``consumer.settle`` carries the plans out.
 """
