@@ -273,10 +273,14 @@ class WorkerSettings(_Section):
     batch_max: Annotated[int, Field(ge=1, le=50)] = 50
     max_attempts: PositiveInt = 6
     retry_delays_s: tuple[PositiveFloat, ...] = (1.0, 5.0, 30.0, 120.0, 600.0)
-    # How far back the ambiguous-outcome lookup searches the sender's messages, and how many of
-    # them it reads at most.
+    # How far back the ambiguous-outcome lookup searches the sender's messages when nothing says
+    # when the command was first queued or sent (a redelivery without an AMQP timestamp), and
+    # how many of them it reads at most.
     lookup_window_s: PositiveFloat = 900.0
     lookup_max_messages: PositiveInt = 5000
+    # Look-ups (GET /messages pages) per second, all senders together: Catapult's read limit
+    # (1 request/s by default; beyond it, 429 until X-RateLimit-Reset). 0 switches pacing off.
+    lookup_requests_per_s: Annotated[float, Field(ge=0)] = 1.0
     # A sender keeps at most this many seconds of its sending in memory; later sends of that
     # sender are parked in the delay queues, so one busy number never fills the prefetch window.
     hold_s: PositiveFloat = 2.0

@@ -200,6 +200,40 @@ class CatapultClient:
         whether or not another page has messages). Nothing is held open between pages; a caller
         that stops early should ``aclose()`` the generator.
         """
+        url: URL | None = self.messages_url(
+            from_=from_,
+            to=to,
+            from_date_time=from_date_time,
+            to_date_time=to_date_time,
+            direction=direction,
+            state=state,
+            delivery_state=delivery_state,
+            sort_order=sort_order,
+            size=size,
+        )
+        seen: set[URL] = set()
+        while url is not None and url not in seen:
+            seen.add(url)
+            page, url = await self.messages_page(url)
+            if not page:
+                return
+            for message in page:
+                yield message
+
+    def messages_url(
+        self,
+        *,
+        from_: str | None = None,
+        to: str | None = None,
+        from_date_time: datetime | str | None = None,
+        to_date_time: datetime | str | None = None,
+        direction: str | None = None,
+        state: str | None = None,
+        delivery_state: str | None = None,
+        sort_order: str | None = None,
+        size: int | None = None,
+    ) -> URL:
+        """The URL of the first page of a message listing (for ``messages_page``)."""
         query: dict[str, str] = {}
         for name, value in (
             ("from", from_),
@@ -216,17 +250,17 @@ class CatapultClient:
                 query[name] = (
                     wire.format_date_time(value) if isinstance(value, datetime) else str(value)
                 )
-        url: URL | None = self._url("messages").with_query(query)
-        seen: set[URL] = set()
-        while url is not None and url not in seen:
-            seen.add(url)
-            answer, request = await self._call("GET", url)
-            page = self._parse_page(answer, request)
-            if not page:
-                return
-            for message in page:
-                yield message
-            url = self._next_page(answer, request, current=url)
+        return self._url("messages").with_query(query)
+
+    async def messages_page(self, url: URL) -> tuple[list[Message], URL | None]:
+        """One page of a message listing and the URL of the next one (None: the last page).
+
+        For a caller that paces its requests or tries a refused page again; ``list_messages``
+        follows the pages itself. An empty page may still carry a next link.
+        """
+        answer, request = await self._call("GET", url)
+        page = self._parse_page(answer, request)
+        return page, self._next_page(answer, request, current=url)
 
     # -- phone numbers ----------------------------------------------------------------------
 

@@ -40,6 +40,9 @@ LOOKUP = "x-bridge-lookup"
 # would round an epoch time to the nearest 128 s.
 SENT_AT_MS = "x-bridge-sent-at-ms"
 DUE_AT_MS = "x-bridge-due-at-ms"
+# The earliest the command can have been sent (epoch ms), where a look-up starts when no first
+# send is recorded: when it was first queued (``queued_at``), kept on every copy.
+QUEUED_AT_MS = "x-bridge-queued-at-ms"
 # When the command expires (epoch ms). An application may set it; the worker writes it on its
 # copies, from this header, the AMQP ``expiration`` and ``worker.max_age_s``, whichever is first.
 EXPIRES_AT_MS = "x-bridge-expires-at-ms"
@@ -70,6 +73,7 @@ class Delivery:
     due_at_epoch_s: float | None
     last_error: ResultError | None
     expires_at_epoch_s: float | None = None
+    queued_at_epoch_s: float | None = None  # see ``queued_at``; set at intake
 
     def is_expired(self, now_epoch_s: float) -> bool:
         return self.expires_at_epoch_s is not None and now_epoch_s >= self.expires_at_epoch_s
@@ -162,6 +166,25 @@ def expires_at(message: Inbound, *, now_epoch_s: float, max_age_s: float | None)
     if max_age_s is not None:
         candidates.append(origin + max_age_s)
     return min(candidates) if candidates else None
+
+
+def queued_at(
+    message: Inbound, *, needs_lookup: bool, now_epoch_s: float, window_s: float
+) -> float:
+    """The earliest ``message``'s command can have been sent (epoch seconds).
+
+    Its ``x-bridge-queued-at-ms`` header (a copy's), else the earlier of its AMQP ``timestamp``
+    and now. A command that was never delivered before cannot have been sent before now; one
+    the broker gives again with neither (``needs_lookup``) may have been sent at any time since
+    it was queued: ``window_s`` back is the bound then, written on its copies so that it stays.
+    """
+    header = _epoch_s((message.headers or {}).get(QUEUED_AT_MS))
+    if header is not None:
+        return min(header, now_epoch_s)
+    timestamp = message.timestamp
+    if timestamp is not None:
+        return min(timestamp.timestamp(), now_epoch_s)
+    return now_epoch_s - window_s if needs_lookup else now_epoch_s
 
 
 def read_delivery(message: Inbound, *, queue: str, kind: CommandKind) -> Delivery | Rejected:
@@ -275,6 +298,7 @@ __all__ = [
     "ID_SOURCE",
     "LOOKUP",
     "QUEUE",
+    "QUEUED_AT_MS",
     "REASON",
     "SENT_AT_MS",
     "DeadLettered",
@@ -284,6 +308,7 @@ __all__ = [
     "epoch_ms",
     "error_headers",
     "expires_at",
+    "queued_at",
     "read_dead_lettered",
     "read_delivery",
 ]

@@ -37,7 +37,7 @@ from bridge.events.commands import ImportCommand, SendCommand
 from bridge.events.results import FailureReason, ResultError
 from bridge.events.tag import encode_tag
 from bridge.settings import CatapultSettings, WorkerSettings
-from bridge.worker.ambiguous import find_sent, lookup_since
+from bridge.worker.ambiguous import Pacer, SentFinder, lookup_since
 from bridge.worker.decisions import (
     Done,
     Fail,
@@ -80,6 +80,22 @@ class Executor:
         self._metrics = metrics
         self._policy = RetryPolicy.from_settings(worker)
         self._random = rng or random.Random()  # noqa: S311 - jitter, not security
+        pacer = Pacer(
+            worker.lookup_requests_per_s,
+            margin=worker.rate_margin,
+            reset_min_s=worker.rate_limit_reset_min_s,
+            reset_max_s=worker.rate_limit_reset_max_s,
+        )
+        self.finder = SentFinder(
+            client,
+            pacer=pacer,
+            max_messages=worker.lookup_max_messages,
+            request_timeout_s=worker.call_timeout_s,
+        )
+
+    async def close(self) -> None:
+        """Stop the look-ups still listing (shutdown, after the calls in flight)."""
+        await self.finder.close()
 
     # -- sends -----------------------------------------------------------------------------------
 
@@ -142,22 +158,19 @@ class Executor:
         self, sender: str, deliveries: list[Delivery]
     ) -> dict[Delivery, Outcome]:
         now_epoch = time.time()
-        since = min(
-            lookup_since(
-                d.sent_at_epoch_s, now_epoch_s=now_epoch, window_s=self._settings.lookup_window_s
+        since = {
+            d.command_id: lookup_since(
+                sent_at_epoch_s=d.sent_at_epoch_s,
+                queued_at_epoch_s=d.queued_at_epoch_s,
+                now_epoch_s=now_epoch,
+                window_s=self._settings.lookup_window_s,
             )
             for d in deliveries
-        )
+        }
+        # Shared with the other look-ups of this sender, paced under Catapult's read limit, and
+        # each page with its own deadline: no deadline over the whole (it may wait its turn).
         found = await self._call(
-            Operation.LOOKUP,
-            find_sent(
-                self._client,
-                sender=sender,
-                command_ids=[d.command_id for d in deliveries],
-                since_epoch_s=since,
-                max_messages=self._settings.lookup_max_messages,
-            ),
-            deliveries,
+            Operation.LOOKUP, self.finder.find(sender, since), deliveries, deadline=False
         )
         outcomes: dict[Delivery, Outcome] = {}
         for delivery in deliveries:
@@ -222,23 +235,32 @@ class Executor:
     # -- the boundary ----------------------------------------------------------------------------
 
     async def _call(
-        self, operation: Operation, call: Awaitable[R], deliveries: Sequence[Delivery]
+        self,
+        operation: Operation,
+        call: Awaitable[R],
+        deliveries: Sequence[Delivery],
+        *,
+        deadline: bool = True,
     ) -> R | CatapultError:
-        """Await one call with the worker's deadline; every failure becomes a ``CatapultError``.
+        """Await one call with the worker's deadline (``worker.call_timeout_s``; none without
+        ``deadline``, for a call that bounds its own requests); every failure becomes a
+        ``CatapultError``.
 
         How it ended is told to the watch, with the commands it was made for.
         """
-        result = await self._deadline(operation, call)
+        result = await self._deadline(operation, call, deadline=deadline)
         error = result if isinstance(result, CatapultError) else None
         self._watch.observe(error, [d.command_id for d in deliveries])
         return result
 
-    async def _deadline(self, operation: Operation, call: Awaitable[R]) -> R | CatapultError:
+    async def _deadline(
+        self, operation: Operation, call: Awaitable[R], *, deadline: bool = True
+    ) -> R | CatapultError:
         timeout_s = self._settings.call_timeout_s
         started = time.monotonic()
         self._metrics.calls_in_flight.inc()
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout(timeout_s if deadline else None):
                 result = await call
         except CatapultError as error:
             self._observe(operation, started, type(error).__name__)

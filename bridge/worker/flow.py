@@ -36,6 +36,7 @@ from bridge.worker.deliveries import (
     Delivery,
     Rejected,
     expires_at,
+    queued_at,
     read_dead_lettered,
     read_delivery,
 )
@@ -78,6 +79,7 @@ class CommandFlow:
         self._clock = clock
         self._planner = Planner(topology)
         self._max_age_s = settings.max_age_s
+        self._lookup_window_s = settings.lookup_window_s
         self._accepting = True
         self._sends: SendScheduler[Delivery] = SendScheduler(
             limits,
@@ -197,6 +199,12 @@ class CommandFlow:
         now_epoch = time.time()
         delivery.expires_at_epoch_s = expires_at(
             message, now_epoch_s=now_epoch, max_age_s=self._max_age_s
+        )
+        delivery.queued_at_epoch_s = queued_at(
+            message,
+            needs_lookup=delivery.needs_lookup,
+            now_epoch_s=now_epoch,
+            window_s=self._lookup_window_s,
         )
         if delivery.is_expired(now_epoch):
             await self._conclude(delivery, _expired(delivery))

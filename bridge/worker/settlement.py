@@ -309,6 +309,8 @@ class Planner:
             headers[h.LOOKUP] = 1
         if delivery.sent_at_epoch_s is not None:
             headers[h.SENT_AT_MS] = h.epoch_ms(delivery.sent_at_epoch_s)
+        if delivery.queued_at_epoch_s is not None:
+            headers[h.QUEUED_AT_MS] = h.epoch_ms(delivery.queued_at_epoch_s)
         if delivery.expires_at_epoch_s is not None:
             # Absolute: a copy's own timestamp and age start again, its expiry must not.
             headers[h.EXPIRES_AT_MS] = h.epoch_ms(delivery.expires_at_epoch_s)

@@ -95,6 +95,7 @@ class Worker:
         self._consumer: CommandConsumer | None = None
         self._flow: CommandFlow | None = None
         self._watch: CatapultWatch | None = None
+        self._executor: Executor | None = None
         self._loops: list[asyncio.Task[None]] = []
 
     @property
@@ -170,6 +171,7 @@ class Worker:
             metrics=self.metrics,
             watch=watch,
         )
+        self._executor = executor
         self._flow = flow = CommandFlow(
             settings=settings.worker,
             topology=self.topology,
@@ -272,6 +274,8 @@ class Worker:
 
     async def _close(self) -> None:
         await self._stop_loops()
+        if self._executor is not None:
+            await self._executor.close()
         if self._watch is not None:
             await self._watch.close()
         if self._close_client:
