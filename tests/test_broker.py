@@ -19,7 +19,7 @@ from bridge.broker import (
     declare_topology,
     open_confirm_channel,
 )
-from bridge.broker.topology import INBOUND_MMS, INBOUND_SMS
+from bridge.broker.topology import INBOUND_MMS, INBOUND_SMS, route_declarations
 from tests.fixtures.broker import delete_topology
 
 
@@ -96,6 +96,30 @@ def test_retry_tier_picks_the_next_tier_up(make_settings: Any) -> None:
     topology = Topology.from_settings(make_settings(worker={"retry_delays_s": [1, 5, 30]}))
     assert [topology.retry_tier(d) for d in (0.2, 1, 2, 29, 31)] == [1, 1, 5, 30, 30]
     assert topology.retry_queue(topology.send_queue, 5).endswith(".outbound.sms.retry.5s")
+
+
+@pytest.mark.parametrize(
+    ("exchange", "key", "exchanges", "queues"),
+    [
+        ("events", "result.send.succeeded", ["events"], ["{p}outbound.sms.results"]),
+        ("events", "result.import.failed", ["events"], ["{p}outbound.import.results"]),
+        ("dead", "{p}outbound.sms.dead", ["dead"], ["{p}outbound.sms.dead"]),
+        ("", "{p}outbound.sms.retry.5s", [], ["{p}outbound.sms.retry.5s"]),
+        ("", "someones-reply-queue", [], []),
+        ("elsewhere", "result.send.succeeded", [], []),
+    ],
+)
+def test_a_route_declares_its_exchange_queues_and_bindings(
+    make_settings: Any, exchange: str, key: str, exchanges: list[str], queues: list[str]
+) -> None:
+    """What a commit publishing on a route has declared first (``committer.py``)."""
+    topology = Topology.from_settings(make_settings(worker={"retry_delays_s": [1, 5, 30]}))
+    names = {"events": topology.events_exchange, "dead": topology.dead_letter_exchange}
+    prefix = topology.send_queue.removesuffix("outbound.sms")
+    plan = route_declarations(topology, names.get(exchange, exchange), key.format(p=prefix))
+    assert [e.name for e in plan.exchanges] == [names[e] for e in exchanges]
+    assert [q.name for q in plan.queues] == [q.format(p=prefix) for q in queues]
+    assert [b.queue for b in plan.bindings] == ([q.name for q in plan.queues] if exchanges else [])
 
 
 def test_the_pure_layer_imports_no_amqp_client() -> None:
