@@ -15,10 +15,13 @@ from collections import Counter
 from collections.abc import Callable
 
 import orjson
+import pytest
 
 from bridge.events.tag import decode_tag
 from bridge.settings import Settings
 from tests.fixtures.worker import MakeWorkerEnv, WorkerEnv, WorkerProcess, send_body
+
+pytestmark = pytest.mark.fault
 
 COMMANDS = 300
 KILLS = 3
