@@ -96,26 +96,50 @@ def callback_url(settings: Settings, receiver_base_url: str) -> str:
     return url
 
 
-def wire_simulator(simulator: Simulator, settings: Settings, receiver_url: str) -> None:
+def wire_simulator(
+    simulator: Simulator, settings: Settings, receiver_url: str, *, role: str = "all"
+) -> None:
     """One application calling the receiver, and every Dashboard number assigned to it."""
     application = simulator.add_application(
         incoming_message_url=receiver_url, name="catapult-bridge (embedded)"
     )
-    numbers = settings.simulator.dashboard_numbers
+    numbers = settings.simulator.dashboard_numbers[: settings.simulator.account_numbers]
     for number in numbers:
         if simulator.state.number(number) is None:
             simulator.add_number(number, application_id=application.id, name="embedded demo")
+    on_account = f"numbers {numbers[0]}..{numbers[-1]}" if numbers else "no numbers"
+    send = ""
+    if role in ("worker", "all"):
+        send = f"Send with `bridge send` (a command on {settings.broker.send_queue}); "
     log.info(
-        "embedded simulator: application %s calls the receiver; numbers %s..%s are on the "
-        "account. Send with a command on %s; fake an inbound SMS with: curl -X POST "
+        "embedded simulator: application %s calls the receiver; %s are on the account. "
+        "%sfake an inbound SMS with `bridge simulator inbound` or: curl -X POST "
         "%s/inbound -H 'Content-Type: application/json' "
         '-d \'{"from": "+15555550123", "to": "%s", "text": "hello"}\'',
         application.id,
-        numbers[0],
-        numbers[-1],
-        settings.broker.send_queue,
+        on_account,
+        send,
         simulator.control_url,
-        numbers[0],
+        numbers[0] if numbers else "+19195550100",
+    )
+
+
+def say_callback_credentials(settings: Settings, receiver_base_url: str) -> None:
+    """In embedded mode, the receiver's generated credentials: throwaway, and the only way to
+    call the receiver by hand (a malformed callback with curl, say)."""
+    receiver = settings.receiver
+    if receiver.username is None or receiver.password is None:
+        return
+    log.info(
+        "embedded mode: the receiver's callback credentials for this run are %s:%s "
+        "(generated; try it: curl -u '%s:%s' -X POST %s%s -H 'Content-Type: application/json' "
+        "-d '[]')",
+        receiver.username,
+        receiver.password.get_secret_value(),
+        receiver.username,
+        receiver.password.get_secret_value(),
+        receiver_base_url.rstrip("/"),
+        receiver.path,
     )
 
 
@@ -155,7 +179,11 @@ async def start_roles(stack: AsyncExitStack, settings: Settings, *, role: str) -
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
     simulator: Simulator | None = None
+    generated_credentials = False
     if settings.catapult.is_embedded:
+        generated_credentials = not (
+            settings.receiver.has_credentials or settings.receiver.allow_unauthenticated
+        )
         settings = embedded_settings(settings)
         simulator = Simulator(settings.simulator, hidden=settings.receiver.secret_values)
         await simulator.start(settings.simulator.host, settings.simulator.port)
@@ -173,7 +201,9 @@ async def start_roles(stack: AsyncExitStack, settings: Settings, *, role: str) -
         receiver_base = receiver_base or receiver.base_url
     if simulator is not None:
         base = receiver_base or f"http://127.0.0.1:{settings.receiver.port}"
-        wire_simulator(simulator, settings, callback_url(settings, base))
+        wire_simulator(simulator, settings, callback_url(settings, base), role=role)
+        if receiver is not None and generated_credentials:
+            say_callback_credentials(settings, base)
 
     if role in ("worker", "all"):
         worker = Worker(

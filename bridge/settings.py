@@ -21,6 +21,7 @@ import pydantic_settings
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -374,7 +375,10 @@ class SimulatorSettings(_Section):
     dashboard_user_name: str = SIMULATOR_DASHBOARD_USER_NAME
     dashboard_password: SecretStr = SecretStr(SIMULATOR_DASHBOARD_PASSWORD)
     # Numbers held by the Dashboard account, importable with provider bandwidth-dashboard.
-    dashboard_numbers: tuple[str, ...] = tuple(f"+1919555{n:04d}" for n in range(100, 120))
+    dashboard_numbers: tuple[str, ...] = tuple(f"+1919555{n:04d}" for n in range(100, 200))
+    # How many of them (the first ones) are on the account at start, assigned to the bridge's
+    # application; the others wait in the Dashboard to be imported.
+    account_numbers: Annotated[int, Field(ge=0)] = 20
     # Messages per second, averaged over 10 s; 0 switches a limit off.
     account_messages_per_s: Annotated[float, Field(ge=0)] = 1.0
     number_messages_per_s: Annotated[float, Field(ge=0)] = 1.0
@@ -425,8 +429,14 @@ class SimulatorSettings(_Section):
     )(_not_blank)
 
 
+def _upper_case(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
 class LogSettings(_Section):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper_case)] = (
+        "INFO"
+    )
     format: Literal["plain", "json"] = "plain"
     # One INFO line per callback stored and per command finished; dead letters always warn.
     per_message: bool = True

@@ -7,6 +7,7 @@ command here stops at the settings or at ``--help``.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -178,3 +179,54 @@ def test_console_script_help() -> None:
 
     assert done.returncode == 0
     assert "usage: bridge" in done.stdout
+
+
+# --- small things a user meets -------------------------------------------------------------------
+
+
+def test_config_into_a_pipe_closed_early_ends_without_a_traceback() -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.upper().startswith("BRIDGE_")}
+    process = subprocess.Popen(  # noqa: S603 - our own console script, fixed arguments
+        [str(BRIDGE), "config"],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    assert process.stdout.read(1) == b"{"  # like `| head -c 1`: the reader goes away
+    process.stdout.close()
+    error = process.stderr.read().decode()
+    process.wait(timeout=30)
+    assert "Traceback" not in error
+    assert "BrokenPipe" not in error
+
+
+@pytest.mark.parametrize("level", ["debug", "Debug", "DEBUG"])
+def test_log_level_in_any_case(level: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "--log-level", level]) == 0
+
+    assert json.loads(capsys.readouterr().out)["log"]["level"] == "DEBUG"
+
+
+def test_log_level_from_the_environment_in_any_case(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BRIDGE_LOG__LEVEL", "warning")
+
+    assert main(["config"]) == 0
+
+    assert json.loads(capsys.readouterr().out)["log"]["level"] == "WARNING"
+
+
+def test_config_masks_only_the_password_of_the_broker_url(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = "amqp://app-user:pw-Zr4@rabbit.example:5671/prod"
+
+    assert main(["config", "--amqp-url", url]) == 0
+
+    out = capsys.readouterr().out
+    assert json.loads(out)["broker"]["url"] == "amqp://app-user:***@rabbit.example:5671/prod"
+    assert "pw-Zr4" not in out

@@ -7,6 +7,7 @@ In-process through ``start_roles`` (to reach the simulator and the queues), and 
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 import sys
@@ -179,3 +180,46 @@ async def test_bridge_run_stops_cleanly_on_sigterm(make_settings: Any) -> None:
             await process.wait()
     assert code == 0, rest.decode()
     assert b"bridge stopped" in rest
+
+
+@pytest.mark.parametrize(("role", "says_send"), [("receiver", False), ("all", True)])
+async def test_embedded_start_log_fits_the_role_and_gives_the_callback_credentials(
+    make_settings: Any, caplog: pytest.LogCaptureFixture, role: str, says_send: bool
+) -> None:
+    settings: Settings = make_settings(
+        receiver={"host": "127.0.0.1", "port": 0}, simulator={"port": 0}, operations={"port": 0}
+    )
+    caplog.set_level("INFO", logger="bridge.runtime")
+    async with AsyncExitStack() as stack:
+        roles = await start_roles(stack, settings, role=role)
+        assert roles.receiver is not None
+        lines = [r.getMessage() for r in caplog.records if r.name == "bridge.runtime"]
+        password = roles.settings.receiver.password
+        assert password is not None
+        # A receiver alone has no worker to send with; the generated credentials are told,
+        # so a callback can be tried by hand, and they open this receiver.
+        assert any("Send with" in line for line in lines) is says_send
+        [told] = [line for line in lines if "callback credentials" in line]
+        assert f"catapult:{password.get_secret_value()}" in told
+        url = f"{roles.receiver.base_url}{roles.settings.receiver.path}"
+        token = base64.b64encode(f"catapult:{password.get_secret_value()}".encode()).decode()
+        headers = {"Authorization": f"Basic {token}"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(url, json=[], headers=headers) as answer,
+        ):
+            assert answer.status != 401
+
+
+async def test_configured_credentials_are_never_logged(
+    make_settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings: Settings = make_settings(
+        receiver={"host": "127.0.0.1", "port": 0, "username": "me", "password": "mine-Xq81"},
+        simulator={"port": 0},
+        operations={"port": 0},
+    )
+    caplog.set_level("DEBUG")
+    async with AsyncExitStack() as stack:
+        await start_roles(stack, settings, role="receiver")
+    assert "mine-Xq81" not in caplog.text

@@ -25,10 +25,12 @@ spools what was not published, the worker gives back what it could not settle.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import aiormq
 import pamqp.exceptions
+from aiormq.exceptions import ProbableAuthenticationError
 
 # Everything aio-pika, aiormq and the socket underneath raise when the broker, the connection or
 # a channel fails. OSError covers ConnectionError and TimeoutError; RuntimeError is what aio-pika
@@ -90,6 +92,24 @@ def describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def describe_connect_failure(exc: BaseException, *, timeout_s: float) -> str:
+    """Why a connection could not be opened, in words a person can act on."""
+    if isinstance(exc, aiormq.exceptions.AuthenticationError | ProbableAuthenticationError):
+        return "the broker refused the login (wrong user name or password?)"
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout_s:g} s"
+    if isinstance(exc, aiormq.exceptions.ProtocolSyntaxError):
+        # RabbitMQ closes the connection at Connection.Open for a vhost it does not have (or
+        # that the user may not use).
+        return (
+            "the broker closed the connection at open (does the vhost exist, may the user use it?)"
+        )
+    cause = exc.args[0] if exc.args else None
+    if isinstance(exc, ConnectionError) and isinstance(cause, int):
+        return os.strerror(cause).lower()
+    return describe(exc)
+
+
 def publish_failed(exc: BaseException, *, routing_key: str, timeout_s: float) -> PublishFailed:
     """The ``PublishFailed`` a foreign exception raised by a confirmed publish stands for."""
     if isinstance(exc, TimeoutError):
@@ -125,6 +145,7 @@ __all__ = [
     "PublishFailed",
     "channel_failed",
     "describe",
+    "describe_connect_failure",
     "publish_failed",
     "translated",
 ]

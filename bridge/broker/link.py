@@ -47,6 +47,7 @@ from bridge.broker.errors import (
     ConnectFailed,
     PublishFailed,
     describe,
+    describe_connect_failure,
     translated,
 )
 from bridge.broker.intake import Intake, OnMessage
@@ -495,7 +496,8 @@ class BrokerLink:
                 with contextlib.suppress(*AMQP_FAILURES):
                     await connection.close()
                 # The connection error may carry the URL: only the masked form is told.
-                failures.append(f"{self.address}: {describe(exc)}")
+                why = describe_connect_failure(exc, timeout_s=self._broker.connect_timeout_s)
+                failures.append(f"{self.address}: {why}")
                 continue
             self._session_seen = True
             return connection
@@ -584,6 +586,32 @@ class BrokerLink:
         )
 
 
+async def open_session(address: str, *, name: str, timeout_s: float) -> Session:
+    """Connect once to ``address`` within ``timeout_s``: a session with no channel yet.
+
+    ``ConnectFailed`` names the masked URL and why (refused, no answer, login turned down); the
+    link calls it for each attempt, the command line once.
+    """
+    connection = aiormq.Connection(address, client_properties={"connection_name": name})
+    try:
+        async with asyncio.timeout(timeout_s):
+            await connection.connect()
+    except AMQP_FAILURES as exc:  # TimeoutError is an OSError
+        with contextlib.suppress(*AMQP_FAILURES):
+            await connection.close()
+        # The connection error may carry the URL: only the masked form is told.
+        why = describe_connect_failure(exc, timeout_s=timeout_s)
+        raise ConnectFailed("unreachable", f"{masked_url(address)}: {why}") from None
+    return Session(connection, address=masked_url(address))
+
+
+def broker_address(settings: Settings) -> str:
+    """The (first) broker URL ``settings`` name, with their heartbeat (secret: mask it to show
+    it). The command line connects there once; the roles go round every node."""
+    broker = settings.broker
+    return _amqp_url(broker.addresses[0], heartbeat_s=broker.heartbeat_s)
+
+
 def _amqp_url(url: str, *, heartbeat_s: int) -> str:
     """``url`` with the heartbeat the settings ask for, unless the URL sets its own."""
     parsed = URL(url)
@@ -592,4 +620,4 @@ def _amqp_url(url: str, *, heartbeat_s: int) -> str:
     return str(parsed)
 
 
-__all__ = ["Attach", "BrokerLink", "LinkState", "Session"]
+__all__ = ["Attach", "BrokerLink", "LinkState", "Session", "broker_address", "open_session"]

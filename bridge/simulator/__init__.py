@@ -10,7 +10,8 @@ Defaults (all are ``SimulatorSettings`` fields, ``BRIDGE_SIMULATOR__*`` variable
 user id                     ``u-simulatoruser2345abcdefg`` (resources under ``/v1/users/{id}/``)
 API token / secret          ``t-simulatortoken234abcdefg`` / ``simulator-secret`` (HTTP Basic)
 Dashboard account           id ``9900000``, user ``dashboard-user``, password ``dashboard-password``
-Dashboard numbers           ``+19195550100`` to ``+19195550119`` (importable with ``provider``)
+Dashboard numbers           ``+19195550100`` to ``+19195550199`` (importable with ``provider``;
+                            the first 20 are on the account when ``bridge run`` embeds it)
 host / port                 ``127.0.0.1`` / ``8090`` (in-process ``start()``: 127.0.0.1, free port)
 message limits              1 message/s per account and per sending number, averaged over 10 s
                             (403 ``message-rate-limit`` / ``message-rate-limit-per-tn``)

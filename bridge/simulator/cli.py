@@ -143,7 +143,7 @@ def bootstrap(simulator: Simulator, settings: SimulatorSettings) -> str | None:
         shown = simulator.platform.shown_url(url)
         raise ValueError(f"simulator.application_url is not an http(s) URL: {shown}")
     application = simulator.add_application(incoming_message_url=url, name="catapult-bridge")
-    numbers = settings.dashboard_numbers
+    numbers = settings.dashboard_numbers[: settings.account_numbers]
     for number in numbers:
         simulator.add_number(number, application_id=application.id, name="catapult-bridge")
     log.info(
