@@ -440,7 +440,7 @@ async def test_import_and_get_a_number(client: CatapultClient, simulator: Simula
         (DASHBOARD_NUMBER, {"password": SecretStr("wrong-pass")}, AuthError,
          "provider-access-denied"),
         (DASHBOARD_NUMBER, {"user_name": "nobody"}, AuthError, "provider-access-denied"),
-        ("+19195550150", {}, NotFoundError, "number-not-found"),
+        ("+19195550250", {}, NotFoundError, "number-not-found"),  # not in the Dashboard
         (SENDER, {}, ConflictError, "duplicate-number"),
         ("not-a-number", {}, BadRequestError, "validation-error"),
         (DASHBOARD_NUMBER, {"application_id": "a-aaaaaaaaaaaaaaaaaaaaaaa"}, NotFoundError,
