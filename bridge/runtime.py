@@ -113,7 +113,7 @@ def wire_simulator(
         send = f"Send with `bridge send` (a command on {settings.broker.send_queue}); "
     log.info(
         "embedded simulator: application %s calls the receiver; %s are on the account. "
-        "%sfake an inbound SMS with `bridge simulator inbound` or: curl -X POST "
+        "%sfake an inbound SMS with: curl -X POST "
         "%s/inbound -H 'Content-Type: application/json' "
         '-d \'{"from": "+15555550123", "to": "%s", "text": "hello"}\'',
         application.id,

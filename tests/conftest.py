@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.receiver",
     "tests.fixtures.worker",
     "tests.fixtures.cluster",
+    "tests.fixtures.cli",
 ]

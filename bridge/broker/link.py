@@ -173,13 +173,18 @@ class _ReportedByTheLink(logging.Filter):
 _CLIENT_FILTER = _ReportedByTheLink()
 
 
+def quiet_client_logs() -> None:
+    """Leave failed attempts and lost connections to us: aiormq's own lines for them go."""
+    for client in ("aiormq.connection", "aiormq.channel"):
+        logging.getLogger(client).addFilter(_CLIENT_FILTER)  # once: filters are a set
+
+
 class BrokerLink:
     """A role's connection to RabbitMQ: publishing, consuming, readiness; reconnects itself."""
 
     def __init__(self, settings: Settings, *, name: str, while_away: str = "") -> None:
         broker = settings.broker
-        for client in ("aiormq.connection", "aiormq.channel"):
-            logging.getLogger(client).addFilter(_CLIENT_FILTER)  # once: filters are a set
+        quiet_client_logs()
         self._broker = broker
         self._topology = Topology.from_settings(settings)
         self._name = name
@@ -620,4 +625,12 @@ def _amqp_url(url: str, *, heartbeat_s: int) -> str:
     return str(parsed)
 
 
-__all__ = ["Attach", "BrokerLink", "LinkState", "Session", "broker_address", "open_session"]
+__all__ = [
+    "Attach",
+    "BrokerLink",
+    "LinkState",
+    "Session",
+    "broker_address",
+    "open_session",
+    "quiet_client_logs",
+]

@@ -30,7 +30,7 @@ BROKEN_PIPE_STATUS = 141
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bridge.cli import serve
+    from bridge.cli import check, send, serve, tail, topology
 
     parser = argparse.ArgumentParser(
         prog="bridge",
@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve.add_parsers(commands)
+    send.add_parser(commands)
+    tail.add_parser(commands)
+    check.add_parser(commands)
+    topology.add_parser(commands)
     return parser
 
 
