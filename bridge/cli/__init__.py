@@ -30,7 +30,7 @@ BROKEN_PIPE_STATUS = 141
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bridge.cli import check, send, serve, tail, topology
+    from bridge.cli import check, numbers, send, serve, tail, topology
 
     parser = argparse.ArgumentParser(
         prog="bridge",
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parsers(commands)
     send.add_parser(commands)
     tail.add_parser(commands)
+    numbers.add_parser(commands)
     check.add_parser(commands)
     topology.add_parser(commands)
     return parser
