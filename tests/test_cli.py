@@ -19,7 +19,10 @@ from bridge.cli import main
 from tests.test_config_file import clear_bridge_environment
 
 BRIDGE = Path(sys.executable).with_name("bridge")
-SUBCOMMANDS = ("run", "simulator", "schemas", "config")
+SUBCOMMANDS = (
+    "run", "simulator", "schemas", "config", "send", "tail", "import-numbers", "dlq", "check",
+    "topology",
+)  # fmt: skip
 RECEIVER_PASSWORD = "receiver-pass-Kd93"
 
 
@@ -172,6 +175,33 @@ def test_help_of_each_subcommand(command: str, capsys: pytest.CaptureFixture[str
 
     assert exited.value.code == 0
     assert f"usage: bridge {command}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("action", ["list", "show", "replay"])
+def test_help_of_each_dlq_action(action: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["dlq", action, "--help"])
+
+    assert exited.value.code == 0
+    assert f"usage: bridge dlq {action}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["send", "--from", "+19195550100", "--text", "no --to"],
+        ["tail", "--count", "many"],
+        ["import-numbers"],
+        ["dlq", "purge", "outbound.sms.dead"],
+        ["topology", "--yaml"],
+    ],
+)
+def test_wrong_flags_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+
+    assert exited.value.code == 2
+    assert "error:" in capsys.readouterr().err
 
 
 def test_console_script_help() -> None:

@@ -30,7 +30,7 @@ BROKEN_PIPE_STATUS = 141
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bridge.cli import check, numbers, send, serve, tail, topology
+    from bridge.cli import check, dlq, numbers, send, serve, tail, topology
 
     parser = argparse.ArgumentParser(
         prog="bridge",
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_parser(commands)
     tail.add_parser(commands)
     numbers.add_parser(commands)
+    dlq.add_parser(commands)
     check.add_parser(commands)
     topology.add_parser(commands)
     return parser

@@ -55,6 +55,9 @@ ERROR_CATEGORY = "x-bridge-error-category"
 ERROR_CODE = "x-bridge-error-code"
 ERROR_MESSAGE = "x-bridge-error-message"
 ERROR_STATUS = "x-bridge-error-status"
+# Set by ``bridge dlq replay`` on the copy it puts back; carried like the application's headers,
+# so a letter dead again says how often it was replayed.
+REPLAYS = "x-bridge-replays"
 _OWN = "x-bridge-"
 # Set by RabbitMQ when it redelivers or dead-letters; a republished copy starts without them.
 _BROKER = ("x-death", "x-delivery-count", "x-first-death-", "x-last-death-")
@@ -225,7 +228,7 @@ def carried_headers(message: Inbound) -> dict[str, Any]:
     return {
         key: value
         for key, value in (message.headers or {}).items()
-        if not key.startswith(_OWN) and not key.startswith(_BROKER)
+        if (not key.startswith(_OWN) or key == REPLAYS) and not key.startswith(_BROKER)
     }
 
 
@@ -300,6 +303,7 @@ __all__ = [
     "QUEUE",
     "QUEUED_AT_MS",
     "REASON",
+    "REPLAYS",
     "SENT_AT_MS",
     "DeadLettered",
     "Delivery",
