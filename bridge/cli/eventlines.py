@@ -92,8 +92,10 @@ def event_line(
     if code:
         parts.append(f"code={code}")
     for key in ("deliveryCode", "deliveryDescription"):
-        if data.get(key) is not None:
-            parts.append(f"{key}={data[key]}")
+        value = data.get(key)
+        if value is not None:
+            shown = str(value)
+            parts.append(f"{key}={orjson.dumps(shown).decode() if ' ' in shown else shown}")
     return " ".join(str(part) for part in parts)
 
 

@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -292,28 +293,28 @@ class _Run:
 
     async def run(self) -> bool:
         """Import until everything has a result; True when interrupted."""
+        live: Live | None = None
         if self.console.is_terminal:
+            # The bar, the counts and what it waits on: three lines that fit 80 columns.
             self.progress = Progress(
-                TextColumn("{task.description}"),
+                TextColumn("importing"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TaskProgressColumn(),
-                TextColumn("{task.fields[counts]}"),
-                TextColumn("{task.fields[rate]}"),
                 TimeRemainingColumn(),
-                TextColumn("{task.fields[status]}"),
                 console=self.console,
             )
-            self.progress.start()
-            self.task_id = self.progress.add_task(
-                "importing", total=self.tally.total, counts="", rate="", status=""
+            self.task_id = self.progress.add_task("importing", total=self.tally.total)
+            live = Live(
+                Group(self.progress, _Counts(self)), console=self.console, refresh_per_second=4
             )
+            live.start()
         try:
             return await self._loop()
         finally:
             self._refresh()
-            if self.progress is not None:
-                self.progress.stop()
+            if live is not None:
+                live.stop()
 
     async def _loop(self) -> bool:
         while self.todo or self.in_flight:
@@ -428,17 +429,28 @@ class _Run:
             window_full=len(self.in_flight) >= self.args.in_flight or not self.todo,
         )
         if self.progress is not None:
-            self.progress.update(
-                self.task_id,
-                completed=tally.finished,
-                counts=f"done {tally.done} failed {tally.failed} already {tally.already} "
-                f"remaining {tally.remaining}",
-                rate=f"{tally.per_min(now):.0f}/min",
-                status=said,
-            )
+            self.progress.update(self.task_id, completed=tally.finished)
         elif said != self._said and said != "importing":
             print(f"{tally.finished}/{tally.total} {said}", flush=True)
         self._said = said
+
+    def counts_line(self) -> str:
+        now = time.monotonic()
+        tally = self.tally
+        return (
+            f"done {tally.done}  failed {tally.failed}  already imported {tally.already}  "
+            f"remaining {tally.remaining}  {tally.per_min(now):.0f}/min\n{self._said}"
+        )
+
+
+class _Counts:
+    """The lines under the bar, rendered afresh at every refresh."""
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+
+    def __rich__(self) -> str:
+        return self._run.counts_line()
 
 
 def _summary(
