@@ -1,4 +1,4 @@
-"""What the benchmarks read off the machine they run on.
+"""What the benchmarks read off the machine they run on, and how they read a profile.
 
 The figures of a run only compare with each other (every variant shares the machine with
 RabbitMQ and the load); across machines, ``speed_reference`` says how fast this one's CPU is.
@@ -81,3 +81,33 @@ def describe() -> str:
         f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, 10M-step Python loop in "
         f"{speed_reference():.2f} s, load average {os.getloadavg()[0]:.2f}"
     )
+
+
+def top_of_profile(path: Path, lines: int = 12) -> list[str]:
+    """The functions with the most samples in a py-spy raw profile: own, and with callees."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        samples += count
+        frames = [_frame(f) for f in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            total[frame] = total.get(frame, 0) + count
+    if not samples:
+        return ["(no samples)"]
+    shown = [f"{samples} samples; own % / with callees % / function"]
+    for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:lines]:
+        shown.append(f"{100 * count / samples:5.1f} {100 * total[frame] / samples:5.1f}  {frame}")
+    return shown
+
+
+def _frame(text: str) -> str:
+    # "function (path/to/module.py:123)" -> "function (module.py)"
+    name, _, where = text.partition(" (")
+    module = where.rsplit("/", 1)[-1].split(":", 1)[0]
+    return f"{name} ({module})" if module else name

@@ -56,13 +56,14 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aio_pika
 import aiohttp
 import orjson
 from aiohttp import web
-from machine import broker_pid, cpu_seconds, describe
+from machine import broker_pid, cpu_seconds, describe, top_of_profile
 
 USERNAME = "catapult"
 PASSWORD = "bench-password"
@@ -451,6 +452,17 @@ def start_server(variant: str, port: int, prefix: str, spool_dir: str, amqp_url:
     return process
 
 
+def start_profiler(directory: str | None, variant: str, pid: int) -> Any:
+    """py-spy recording ``pid`` (raw collapsed stacks) into ``directory``/<variant>.txt."""
+    if directory is None:
+        return None
+    return subprocess.Popen(
+        ["py-spy", "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
+         "--output", f"{directory}/{variant}.txt", "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 def stop_server(process: Any) -> None:
     process.send_signal(signal.SIGTERM)
     try:
@@ -566,6 +578,7 @@ async def run(args: argparse.Namespace) -> int:
                     await load.saturate(connections=args.connections, requests=500, seconds=5)
                     await purge(args.amqp_url, QUEUES.get(variant, ""), prefix)
                     meter = CpuMeter(process.pid, broker)
+                    profiler = start_profiler(args.py_spy, variant, process.pid)
                     saturation[variant] = meter.charge(
                         await load.saturate(
                             connections=args.connections,
@@ -573,6 +586,9 @@ async def run(args: argparse.Namespace) -> int:
                             seconds=args.seconds,
                         )
                     )
+                    if profiler is not None:
+                        profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                        profiler.wait(timeout=30)
                     if rate is None:  # half of the naive receiver's saturated rate
                         naive = saturation.get("naive")
                         rate = round(naive.rate / 2) if naive else 1000.0
@@ -618,6 +634,13 @@ async def run(args: argparse.Namespace) -> int:
     if {"receiver", "bare"} <= set(saturation):
         ratio = saturation["receiver"].rate / saturation["bare"].rate
         print(f"receiver / bare throughput:  {ratio:.2f}x")
+    if args.py_spy:
+        for variant in args.variants:
+            path = Path(args.py_spy) / f"{variant}.txt"
+            if path.exists():
+                print(f"\npy-spy, {variant} at saturation ({path}):")
+                for line in top_of_profile(path):
+                    print("  " + line)
     if {"receiver", "naive"} <= set(saturation):
         print_targets(saturation, offered, rate)
     if outcomes:
@@ -649,9 +672,14 @@ def main() -> int:
     )
     parser.add_argument("--rate-seconds", type=float, default=15.0)
     parser.add_argument("--quick", action="store_true", help="short runs (smoke test)")
+    parser.add_argument(
+        "--py-spy", metavar="DIR", help="profile each server's saturation phase with py-spy"
+    )
     args = parser.parse_args()
     if args.quick:
         args.requests, args.seconds, args.rate_seconds = 3000, 5.0, 3.0
+    if args.py_spy:
+        os.makedirs(args.py_spy, exist_ok=True)
     with contextlib.suppress(KeyboardInterrupt):
         from bridge import eventloop
 

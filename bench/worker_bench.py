@@ -50,7 +50,7 @@ from typing import Any
 import aio_pika
 import aiohttp
 import orjson
-from machine import broker_pid, cpu_seconds, describe
+from machine import broker_pid, cpu_seconds, describe, top_of_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -459,36 +459,6 @@ async def naive(args: argparse.Namespace) -> None:
         print("DONE", flush=True)
         await stop.wait()  # stay alive until the driver has read this process's CPU and memory
     await connection.close()
-
-
-def top_of_profile(path: Path, lines: int = 12) -> list[str]:
-    """The functions with the most samples in a py-spy raw profile: own, and with callees."""
-    own: dict[str, int] = {}
-    total: dict[str, int] = {}
-    samples = 0
-    for line in path.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        samples += count
-        frames = [_frame(f) for f in stack.split(";")]
-        own[frames[-1]] = own.get(frames[-1], 0) + count
-        for frame in set(frames):
-            total[frame] = total.get(frame, 0) + count
-    if not samples:
-        return ["(no samples)"]
-    shown = [f"{samples} samples; own % / with callees % / function"]
-    for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:lines]:
-        shown.append(f"{100 * count / samples:5.1f} {100 * total[frame] / samples:5.1f}  {frame}")
-    return shown
-
-
-def _frame(text: str) -> str:
-    # "function (path/to/module.py:123)" -> "function (module.py)"
-    name, _, where = text.partition(" (")
-    module = where.rsplit("/", 1)[-1].split(":", 1)[0]
-    return f"{name} ({module})" if module else name
 
 
 # The limiter alone -----------------------------------------------------------------------------
