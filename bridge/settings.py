@@ -251,6 +251,12 @@ class ReceiverSettings(_Section):
         return tuple(s.get_secret_value() for s in (self.password, self.path_token) if s)
 
 
+# Basic.Qos carries the prefetch count in 16 bits; a derived prefetch stays well under it (each
+# held command is memory).
+AMQP_PREFETCH_MAX = 65_535
+_DERIVED_PREFETCH_MAX = 10_000
+
+
 class WorkerSettings(_Section):
     """The command side: RabbitMQ to Catapult."""
 
@@ -261,7 +267,7 @@ class WorkerSettings(_Section):
     # account_messages_per_s x hold_s when more (see send_prefetch). Keep it at least
     # the highest message rate times the shortest retry delay: parked sends come back once per
     # delay tier.
-    prefetch: PositiveInt | None = None
+    prefetch: Annotated[int, Field(ge=1, le=AMQP_PREFETCH_MAX)] | None = None
     number_concurrency: PositiveInt = 4
     call_timeout_s: PositiveFloat = 15.0
     drain_timeout_s: PositiveFloat = 20.0
@@ -348,7 +354,7 @@ class WorkerSettings(_Section):
         if self.prefetch:
             return self.prefetch
         hold_s = max(self.hold_s, min(self.retry_delays_s, default=self.hold_s))
-        by_rate = math.ceil(2 * self.account_messages_per_s * hold_s)
+        by_rate = min(_DERIVED_PREFETCH_MAX, math.ceil(2 * self.account_messages_per_s * hold_s))
         return max(self.concurrency * self.batch_max, by_rate)
 
 

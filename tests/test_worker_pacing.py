@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
+from bridge.settings import WorkerSettings
 from bridge.worker.pacing import Pacing
 
 
@@ -36,3 +38,19 @@ def test_gathering_is_half_an_answer_time_and_bounded() -> None:
         pacing.observe(3.0)
     assert pacing.gather_s == 0.05
     assert Pacing(rate_per_s=0, batch_max=50, max_in_flight=800).gather_s == 0.0
+
+
+@pytest.mark.parametrize(
+    ("rate", "prefetch"), [(0.0, 800), (250.0, 1000), (1000.0, 4000), (100_000.0, 10_000)]
+)
+def test_the_send_prefetch_follows_the_account_rate_within_amqp_bounds(
+    rate: float, prefetch: int
+) -> None:
+    """Basic.Qos carries 16 bits: 100,000/s once asked for 400,000 and the worker never
+    consumed."""
+    assert WorkerSettings(account_messages_per_s=rate).send_prefetch == prefetch
+
+
+def test_a_prefetch_over_what_amqp_carries_is_refused_at_start() -> None:
+    with pytest.raises(ValidationError, match="prefetch"):
+        WorkerSettings(prefetch=100_000)
