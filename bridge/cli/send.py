@@ -145,10 +145,17 @@ async def send(settings: Settings, command: SendCommand, *, args: argparse.Names
         final = _FINAL_RECEIPT if args.receipt else _FINAL_STATUS
         loop = asyncio.get_running_loop()
         deadline = loop.time() + args.timeout
+        # The result comes from the worker, statuses and receipts from Catapult's callbacks
+        # through the receiver: either may come first. The wait ends on the final one once the
+        # result is in too (or at the deadline, with the final one's status).
+        ended: int | None = None
+        result_seen = False
         while True:
             try:
                 message = await subscription.next(timeout_s=max(0.0, deadline - loop.time()))
             except TimeoutError:
+                if ended is not None:
+                    return ended
                 waited = "a delivery receipt" if args.receipt else "its final status"
                 print(
                     f"bridge: no {waited} for command {command_id} within {args.timeout:g} s "
@@ -166,8 +173,11 @@ async def send(settings: Settings, command: SendCommand, *, args: argparse.Names
                 print(event_line(key, message.body, timestamp=message.timestamp), flush=True)
             if key == f"{SEND_RESULT_PREFIX}.failed":
                 return 1
+            result_seen = result_seen or key.startswith(f"{SEND_RESULT_PREFIX}.")
             if key in final:
-                return final[key]
+                ended = final[key]
+            if ended is not None and (result_seen or ended != 0):
+                return ended
 
 
 def _correlation(body: bytes) -> str | None:
