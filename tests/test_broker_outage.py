@@ -185,6 +185,24 @@ async def read_events(queues: EventQueues, count: int) -> list[dict[str, Any]]:
     return [orjson.loads(m.body) for m in await queues.take(queues.inbound, count)]
 
 
+async def read_new_events(
+    queues: EventQueues, seen: set[str], count: int = 1
+) -> list[dict[str, Any]]:
+    """The next ``count`` inbound events whose ids are not in ``seen`` (added to it).
+
+    Across a broker cut an event may be published again (its confirm was lost with the
+    connection): at least once, consumers drop it by id. Such a copy is skipped, not counted.
+    """
+    events: list[dict[str, Any]] = []
+    async with asyncio.timeout(30):
+        while len(events) < count:
+            [event] = await read_events(queues, 1)
+            if event["id"] not in seen:
+                seen.add(event["id"])
+                events.append(event)
+    return events
+
+
 async def test_both_roles_start_while_the_broker_is_away_and_ride_out_a_cut(
     all_roles: Callable[[], Any],
     broker_proxy: BrokerProxy,
@@ -217,12 +235,21 @@ async def test_both_roles_start_while_the_broker_is_away_and_ride_out_a_cut(
         await channel.close()
         return command_id
 
+    seen_results: set[str] = set()
+    seen_events: set[str] = set()
+
     async def result_subjects(count: int) -> list[str]:
+        """The subjects of the next ``count`` results not seen before (a result may come again
+        across a cut: at least once, consumers drop it by id)."""
         subjects = []
-        async with asyncio.timeout(15), results_queue.iterator() as messages:
+        async with asyncio.timeout(30), results_queue.iterator() as messages:
             async for message in messages:
                 await message.ack()
-                subjects.append(orjson.loads(message.body)["subject"])
+                result = orjson.loads(message.body)
+                if result["id"] in seen_results:
+                    continue
+                seen_results.add(result["id"])
+                subjects.append(result["subject"])
                 if len(subjects) == count:
                     break
         return subjects
@@ -237,7 +264,9 @@ async def test_both_roles_start_while_the_broker_is_away_and_ride_out_a_cut(
     inbound("while away at start")
     sent_early = await command("while away at start")
     await broker_proxy.restore()
-    assert [e["data"]["text"] for e in await read_events(queues, 1)] == ["while away at start"]
+    assert [e["data"]["text"] for e in await read_new_events(queues, seen_events)] == [
+        "while away at start"
+    ]
     assert await result_subjects(1) == [sent_early]
 
     await broker_proxy.cut()
@@ -259,7 +288,9 @@ async def test_both_roles_start_while_the_broker_is_away_and_ride_out_a_cut(
         assert (await response.json())["status"] == "spooled"
     sent_during = await command("during the cut")
     await broker_proxy.restore()
-    assert [e["data"]["text"] for e in await read_events(queues, 1)] == ["during the cut"]
+    assert [e["data"]["text"] for e in await read_new_events(queues, seen_events)] == [
+        "during the cut"
+    ]
     assert await result_subjects(1) == [sent_during]
     async with callback_client.get(roles.operations.base_url + "/readyz") as response:
         assert response.status == 200
