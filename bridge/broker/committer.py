@@ -28,6 +28,17 @@ a queue deleted in the instant between the declaration and the commit.
 
 One committer per channel: a new session's channel has a new one, and a delivery of a lost
 channel cannot be settled any more (its settle answers False; the broker delivers it again).
+
+What a commit writes costs the worker more than anything else it does per command (a socket write
+per frame set), so a commit writes as little as it can. Its publishes and acks are handed to
+aiormq's writer without waiting for each to drain: nothing of them takes effect before the
+commit, which waits for the broker's answer, and a commit holds at most what the prefetch lets
+the channel hold; the last settle of a commit waits for the transport to drain below its
+high-water mark, so a slow broker slows the worker down instead of filling its memory. And the
+acks of a commit become one ``basic.ack(multiple=True)`` as far as AMQP allows: a multiple ack of
+tag N acks every delivery up to N still unacked on the channel, so it stands only for the run of
+tags from the lowest unsettled one that are all acked in this commit (``SettledTags``); a
+delivery still held, nacked, or never seen here ends the run, and the acks past it go one by one.
 """
 
 from __future__ import annotations
@@ -35,9 +46,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
+import aiormq
 from aiormq.abc import AbstractChannel
 
 from bridge.broker.errors import AMQP_FAILURES, ChannelFailed, translated
@@ -79,6 +91,53 @@ class _Settle:
     )
 
 
+class SettledTags:
+    """The delivery tags of one channel settled so far: how far one multiple ack may reach.
+
+    A channel's delivery tags are consecutive from 1. Kept as a floor (every tag up to it is
+    settled) and the settled tags above it, which a delivery held long keeps from joining the
+    floor; past ``limit`` of those, tracking stops for the channel and its acks go one by one
+    (memory stays bounded whatever a caller holds). No I/O here.
+    """
+
+    def __init__(self, *, limit: int = 65_536) -> None:
+        self._floor = 0
+        self._above: set[int] = set()
+        self._limit = limit
+        self._tracking = True
+
+    def multiple_up_to(self, acks: Collection[int]) -> int:
+        """The highest tag one ``multiple`` ack may carry for ``acks`` (0: none).
+
+        It covers the tags from the floor up that are each settled already or in ``acks``, and
+        ends at the last of them in ``acks``; the first tag that is neither ends it.
+        """
+        if not self._tracking:
+            return 0
+        tag, last, above = self._floor + 1, 0, self._above
+        while True:
+            if tag in acks:
+                last = tag
+            elif tag not in above:
+                return last
+            tag += 1
+
+    def settle(self, tags: Iterable[int]) -> None:
+        """``tags`` are settled (their commit took effect)."""
+        if not self._tracking:
+            return
+        floor, above = self._floor, self._above
+        above.update(t for t in tags if t > floor)
+        while floor + 1 in above:
+            floor += 1
+            above.remove(floor)
+        self._floor = floor
+        if len(above) > self._limit:
+            log.debug("%d settled deliveries above one still held: acking one by one", len(above))
+            self._tracking = False
+            above.clear()
+
+
 class Committer:
     """Every ack, nack and publish of one transactional channel, committed together.
 
@@ -99,11 +158,16 @@ class Committer:
         declare_routes: DeclareRoutes,
         redeclare: Redeclare,
     ) -> None:
+        if not isinstance(channel, aiormq.Channel):
+            # aiormq's own channel publishes without waiting for the drain (its abstract one
+            # does not say so).
+            raise TypeError(f"a committer needs an aiormq channel, not {type(channel).__name__}")
         self._channel = channel
         self._timeout_s = timeout_s
         self._declare_routes = declare_routes
         self._redeclare = redeclare
         self._pending: list[_Settle] = []
+        self._tags = SettledTags()
         self._running: asyncio.Task[None] | None = None
 
     async def settle(
@@ -165,6 +229,15 @@ class Committer:
     async def _commit(self, batch: list[_Settle]) -> None:
         """Publish, ack and nack what ``batch`` holds, and commit."""
         channel = self._channel
+        acks = {item.delivery_tag for item in batch if item.ack}
+        up_to = self._tags.multiple_up_to(acks) if len(acks) > 1 else 0
+        # The settles left after the multiple ack: (tag, ack, multiple).
+        settles = [(up_to, True, True)] if up_to else []
+        settles += [
+            (item.delivery_tag, item.ack, False)
+            for item in batch
+            if not (item.ack and item.delivery_tag <= up_to)
+        ]
         with translated("committing settles"):
             for item in batch:
                 for outgoing in item.publishes:
@@ -174,12 +247,17 @@ class Committer:
                         exchange=outgoing.exchange,
                         routing_key=outgoing.routing_key,
                         properties=envelope.to_properties(),
+                        wait=False,
                     )
-                if item.ack:
-                    await channel.basic_ack(item.delivery_tag)
+            last = len(settles) - 1
+            for index, (tag, ack, multiple) in enumerate(settles):
+                wait = index == last  # the transport drained below its high-water mark
+                if ack:
+                    await channel.basic_ack(tag, multiple=multiple, wait=wait)
                 else:
-                    await channel.basic_nack(item.delivery_tag, requeue=True)
+                    await channel.basic_nack(tag, requeue=True, wait=wait)
             await channel.tx_commit()
+        self._tags.settle(item.delivery_tag for item in batch)
 
     async def _give_back(self, batch: list[_Settle]) -> None:
         """After a failed commit: roll back what it left open and nack its deliveries back.
@@ -198,6 +276,7 @@ class Committer:
                 for item in batch:
                     await channel.basic_nack(item.delivery_tag, requeue=True)
                 await channel.tx_commit()
+            self._tags.settle(item.delivery_tag for item in batch)
             return
         except AMQP_FAILURES as exc:  # a timeout is an OSError too
             log.warning("giving back after a failed commit failed (%r): closing the channel", exc)
@@ -206,4 +285,12 @@ class Committer:
                 await channel.close()
 
 
-__all__ = ["DEFAULT_EXCHANGE", "Committer", "DeclareRoutes", "Outgoing", "Redeclare", "Route"]
+__all__ = [
+    "DEFAULT_EXCHANGE",
+    "Committer",
+    "DeclareRoutes",
+    "Outgoing",
+    "Redeclare",
+    "Route",
+    "SettledTags",
+]
