@@ -22,6 +22,7 @@ from bridge.broker.topology import (
     SEND_RESULT_PREFIX,
     Topology,
 )
+from bridge.events import headers as h
 from bridge.events.cloudevents import EventType
 from bridge.events.results import ImportResult, SendResult
 from bridge.settings import Settings
@@ -172,17 +173,17 @@ _DEAD_LETTER_HEADERS: dict[str, Any] = {
     "description": "Why the command was dead-lettered; its body is the command as it came "
     "(an import's without Dashboard credentials).",
     "properties": {
-        "x-bridge-reason": {"type": "string", "description": "The result's failure reason."},
-        "x-bridge-detail": {"type": "string"},
-        "x-bridge-attempts": {"type": "integer", "description": "Requests made to Catapult."},
-        "x-bridge-queue": {"type": "string", "description": "The command queue it came from."},
-        "x-bridge-command-id": {"type": "string"},
-        "x-bridge-error-status": {"type": "integer"},
-        "x-bridge-error-category": {"type": "string"},
-        "x-bridge-error-code": {"type": "string", "description": "Catapult's error code."},
-        "x-bridge-error-message": {"type": "string"},
+        h.REASON: {"type": "string", "description": "The result's failure reason."},
+        h.DETAIL: {"type": "string"},
+        h.ATTEMPTS: {"type": "integer", "description": "Requests made to Catapult."},
+        h.QUEUE: {"type": "string", "description": "The command queue it came from."},
+        h.COMMAND_ID: {"type": "string"},
+        h.ERROR_STATUS: {"type": "integer"},
+        h.ERROR_CATEGORY: {"type": "string"},
+        h.ERROR_CODE: {"type": "string", "description": "Catapult's error code."},
+        h.ERROR_MESSAGE: {"type": "string"},
     },
-    "required": ["x-bridge-reason", "x-bridge-queue", "x-bridge-command-id"],
+    "required": [h.REASON, h.QUEUE, h.COMMAND_ID],
 }
 
 

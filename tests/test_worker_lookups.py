@@ -13,9 +13,9 @@ import time
 import orjson
 import pytest
 
+from bridge.events import headers as h
 from bridge.events.tag import encode_tag
 from bridge.simulator.store import MessageRecord
-from bridge.worker import deliveries as h
 from bridge.worker.ambiguous import Pacer
 from tests.fixtures.worker import RECIPIENT, SENDER, MakeWorkerEnv, WorkerEnv, send_body
 

@@ -13,10 +13,10 @@ from pamqp import commands as spec
 from pamqp.header import ContentHeader
 
 from bridge.broker import Inbound, Topology
+from bridge.events import headers as h
 from bridge.events.commands import CommandKind, IdSource
 from bridge.events.results import FailureReason, ResultError
 from bridge.settings import load_settings
-from bridge.worker import deliveries as h
 from bridge.worker.decisions import AlreadyImported, Ambiguous, Done, Fail, Retry
 from bridge.worker.deliveries import Delivery, Rejected, expires_at, read_delivery
 from bridge.worker.scheduler import Park

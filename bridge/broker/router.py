@@ -34,6 +34,7 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from pamqp.commands import Basic
 
 from bridge.broker.errors import ChannelFailed, translated
+from bridge.events import headers as h
 
 if TYPE_CHECKING:
     from bridge.broker.link import BrokerLink, Session
@@ -43,7 +44,6 @@ log = logging.getLogger(__name__)
 CLOSE_TIMEOUT_S = 5.0
 # Deliveries copied and acked in one transaction at most.
 COMMIT_MAX = 100
-LOOKUP_HEADER = "x-bridge-lookup"
 
 
 def sender_of(body: bytes) -> str:
@@ -183,8 +183,8 @@ class Router:
                 headers = dict(properties.headers or {})
                 # The broker's count is of this queue; the shard queue keeps its own.
                 redelivered = bool(getattr(message.delivery, "redelivered", False))
-                if redelivered or headers.pop("x-delivery-count", None):
-                    headers[LOOKUP_HEADER] = True
+                if redelivered or headers.pop(h.DELIVERY_COUNT, None):
+                    h.mark_lookup(headers)
                 copied = Basic.Properties(
                     content_type=properties.content_type,
                     content_encoding=properties.content_encoding,
@@ -210,4 +210,4 @@ class Router:
             await channel.tx_commit()
 
 
-__all__ = ["LOOKUP_HEADER", "Router", "sender_of"]
+__all__ = ["Router", "sender_of"]

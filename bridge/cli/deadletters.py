@@ -27,15 +27,11 @@ import orjson
 
 from bridge.catapult.redaction import Redactor
 from bridge.cli.errors import UsageError
+from bridge.events import headers as h
 from bridge.events.commands import CommandKind, redacted_body
 from bridge.events.envelope import Envelope
 from bridge.settings import Settings, masked_url
-from bridge.worker.deliveries import REPLAYS
 
-_OWN = "x-bridge-"
-_BROKER = ("x-death", "x-delivery-count", "x-first-death-", "x-last-death-")
-# Kept on a replayed copy: where the command id first came from.
-_KEPT = ("x-bridge-command-id-source",)
 # Reasons after which a send may be at Catapult already (any other one was surely not sent).
 MAY_HAVE_LEFT = frozenset({"unknown-outcome", "delivery-limit", "retries-exhausted"})
 _URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s\"']+", re.IGNORECASE)
@@ -49,19 +45,6 @@ def duration_s(text: str) -> float:
     if match is None:
         raise UsageError(f"--older-than {text!r}: give a duration such as 90s, 15m, 2h or 1d")
     return float(match.group(1)) * _UNIT_S[match.group(2)]
-
-
-def _text(value: Any) -> str | None:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return None if value is None else str(value)
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(float(_text(value) or 0))
-    except ValueError:
-        return 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,32 +61,37 @@ class DeadLetter:
     timestamp: datetime | None
 
     @property
+    def says(self) -> h.DeadLetterHeaders:
+        """What its ``x-bridge-*`` headers say."""
+        return h.read_dead_letter(self.headers)
+
+    @property
     def command_id(self) -> str:
-        return _text(self.headers.get("x-bridge-command-id")) or self.message_id or "(no id)"
+        return self.says.command_id or self.message_id or "(no id)"
 
     @property
     def reason(self) -> str:
-        return _text(self.headers.get("x-bridge-reason")) or "unknown"
+        return self.says.reason or "unknown"
 
     @property
     def code(self) -> str:
-        return _text(self.headers.get("x-bridge-error-code")) or ""
+        return self.says.error_code or ""
 
     @property
     def error_message(self) -> str:
-        return _text(self.headers.get("x-bridge-error-message")) or ""
+        return self.says.error_message or ""
 
     @property
     def attempts(self) -> int:
-        return _int(self.headers.get("x-bridge-attempts"))
+        return self.says.attempts
 
     @property
     def replays(self) -> int:
-        return _int(self.headers.get(REPLAYS))
+        return self.says.replays
 
     @property
     def source_queue(self) -> str | None:
-        return _text(self.headers.get("x-bridge-queue"))
+        return self.says.queue
 
     def age_s(self, now: datetime) -> float | None:
         if self.timestamp is None:
@@ -173,15 +161,9 @@ def command_queue_of(letter: DeadLetter, *, dead_queue: str, settings: Settings)
 
 
 def replay_envelope(letter: DeadLetter, *, queue: str, kind: CommandKind) -> Envelope:
-    headers: dict[str, Any] = {
-        key: value
-        for key, value in letter.headers.items()
-        if (not key.startswith(_OWN) or key in _KEPT) and not key.startswith(_BROKER)
-    }
-    headers[REPLAYS] = letter.replays + 1
-    if kind is CommandKind.SEND and letter.reason in MAY_HAVE_LEFT:
-        # It may have left on an earlier attempt: the worker looks it up before sending.
-        headers["x-bridge-lookup"] = 1
+    # A send may have left on an earlier attempt: the worker looks it up before sending.
+    lookup = kind is CommandKind.SEND and letter.reason in MAY_HAVE_LEFT
+    headers = h.replay_headers(letter.headers, lookup=lookup)
     return Envelope(
         body=letter.body,
         routing_key=queue,
@@ -219,13 +201,14 @@ def redacted(body: bytes, redactor: Redactor) -> str:
 
 def redacted_headers(headers: Mapping[str, Any], redactor: Redactor) -> dict[str, str]:
     return {
-        key: redactor.redact(_URL.sub(lambda m: masked_url(m.group(0)), _text(value) or ""))
-        for key, value in headers.items()
+        key: redactor.redact(
+            _URL.sub(lambda m: masked_url(m.group(0)), h.header_text(headers, key) or "")
+        )
+        for key in headers
     }
 
 
 __all__ = [
-    "REPLAYS",
     "DeadLetter",
     "Selection",
     "command_queue_of",

@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from bridge.events import headers as h
+
 TEXT_CHARS = 40
 
 
@@ -41,13 +43,6 @@ def _clock(value: Any, fallback: datetime | None) -> str:
     return fallback.strftime("%H:%M:%S") if fallback is not None else "--:--:--"
 
 
-def _header_text(headers: Mapping[str, Any], key: str) -> str | None:
-    value = headers.get(key)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return None if value is None else str(value)
-
-
 def event_line(
     routing_key: str,
     body: bytes,
@@ -66,7 +61,7 @@ def event_line(
     command_id = (
         (event.get("correlationid") if is_event else None)
         or data.get("commandId")
-        or _header_text(headers, "x-bridge-command-id")
+        or h.header_text(headers, h.COMMAND_ID)
     )
     if command_id:
         parts.append(f"command={command_id}")
@@ -82,12 +77,12 @@ def event_line(
     text = data.get("text")
     if isinstance(text, str):
         parts.append(orjson.dumps(shorten(text)).decode())
-    reason = data.get("reason") or _header_text(headers, "x-bridge-reason")
+    reason = data.get("reason") or h.header_text(headers, h.REASON)
     if reason:
         parts.append(f"reason={reason}")
     error = data.get("error")
-    code = (error.get("code") if isinstance(error, dict) else None) or _header_text(
-        headers, "x-bridge-error-code"
+    code = (error.get("code") if isinstance(error, dict) else None) or h.header_text(
+        headers, h.ERROR_CODE
     )
     if code:
         parts.append(f"code={code}")
@@ -108,11 +103,7 @@ def event_json(routing_key: str, body: bytes, *, headers: Mapping[str, Any] | No
         out["body"] = body.decode("utf-8", errors="replace")
     else:
         out.update(event)
-    own = {
-        k: (v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v)
-        for k, v in (headers or {}).items()
-        if k.startswith("x-bridge-")
-    }
+    own = h.own_headers(headers or {})
     if own:
         out["bridgeheaders"] = own
     return orjson.dumps(out, default=str).decode()

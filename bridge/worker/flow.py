@@ -25,11 +25,11 @@ from datetime import UTC, datetime
 
 from bridge.broker import Inbound, Topology
 from bridge.catapult import MAX_BATCH
+from bridge.events import headers as h
 from bridge.events.commands import CommandKind
 from bridge.events.results import FailureReason, ResultError
 from bridge.logs import RESULTS_LOGGER
 from bridge.settings import WorkerSettings
-from bridge.worker import deliveries as h
 from bridge.worker.consumer import CommandConsumer, OnMessage
 from bridge.worker.decisions import Done, Fail, Outcome, PauseScope, Throttle, Unavailable
 from bridge.worker.deliveries import (
@@ -167,7 +167,9 @@ class CommandFlow:
                 self._update_gauges()
                 if held:
                     log.info("sending %d held commands back to wait for Catapult", len(held))
-                await asyncio.gather(*(self._settle(d, self._planner.for_outage(d)) for d in held))
+                await asyncio.gather(
+                    *(self._settle(d, self._planner.for_outage(d, now=_now())) for d in held)
+                )
             elif self._accepting:
                 await self._consumer.resume(queues)
                 self.send_dispatcher.wake()
@@ -210,7 +212,7 @@ class CommandFlow:
             await self._conclude(delivery, _expired(delivery))
             return
         if self._watch.is_down:  # delivered before the consumer was cancelled
-            await self._settle(delivery, self._planner.for_outage(delivery))
+            await self._settle(delivery, self._planner.for_outage(delivery, now=_now()))
             return
         if kind is CommandKind.IMPORT:
             self._imports.admit(delivery)
@@ -351,7 +353,8 @@ class CommandFlow:
             self._throttle(delivery, outcome)
             return
         if isinstance(outcome, Unavailable):
-            await self._settle(delivery, self._planner.for_outage(delivery, lookup=outcome.lookup))
+            disposition = self._planner.for_outage(delivery, lookup=outcome.lookup, now=_now())
+            await self._settle(delivery, disposition)
             return
         if isinstance(outcome, Done) and delivery.kind is CommandKind.SEND:
             self._limits.succeeded(PauseScope.ACCOUNT)
@@ -392,7 +395,7 @@ class CommandFlow:
         if isinstance(disposition, Finish):
             self._metrics.results.labels(kind, disposition.outcome).inc()
             if disposition.dead_letter is not None:
-                reason = str(disposition.dead_letter.headers.get("x-bridge-reason", ""))
+                reason = str(disposition.dead_letter.headers.get(h.REASON, ""))
                 self._metrics.dead_letters.labels(reason).inc()
             self._log_finish(
                 delivery.command_id, delivery.queue, disposition, attempts=delivery.attempts

@@ -19,11 +19,12 @@ No I/O here; ``consumer.settle`` carries the plans out.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from bridge.broker.intake import Inbound
 from bridge.broker.topology import Topology
+from bridge.events import headers as h
 from bridge.events.cloudevents import CloudEvent, EventType, deterministic_id
 from bridge.events.commands import (
     CommandKind,
@@ -34,7 +35,6 @@ from bridge.events.commands import (
 )
 from bridge.events.envelope import Envelope
 from bridge.events.results import FailureReason, ImportResult, ResultError, SendResult
-from bridge.worker import deliveries as h
 from bridge.worker.decisions import AlreadyImported, Ambiguous, Done, Fail, Retry
 from bridge.worker.deliveries import DeadLettered, Delivery, Rejected
 from bridge.worker.scheduler import Park
@@ -94,11 +94,11 @@ class Planner:
             case Done() | AlreadyImported() | Fail():
                 return self._finish(delivery, outcome, now=now)
             case Retry(delay_s=delay_s, error=error):
-                return self._again(delivery, delay_s, error, lookup=False, why="retry")
+                return self._again(delivery, delay_s, error, lookup=False, why="retry", now=now)
             case Ambiguous(delay_s=delay_s, error=error):
-                return self._again(delivery, delay_s, error, lookup=True, why="ambiguous")
+                return self._again(delivery, delay_s, error, lookup=True, why="ambiguous", now=now)
 
-    def for_outage(self, delivery: Delivery, *, lookup: bool = False) -> Republish:
+    def for_outage(self, delivery: Delivery, *, now: datetime, lookup: bool = False) -> Republish:
         """Back to wait in its queue while Catapult is down: a copy through the shortest tier.
 
         A copy and not a nack: a quorum queue counts every requeue toward its delivery limit
@@ -106,13 +106,22 @@ class Planner:
         copy keeps its attempts and its own last error; ``lookup`` (or an earlier mark) makes it
         looked up before it is sent, for a request that may have been carried out.
         """
-        headers = self._copy_headers(delivery, lookup=lookup or delivery.needs_lookup)
-        return self._republish(delivery, self._topology.retry_delays_s[0], headers, why="outage")
+        headers = h.copy_headers(
+            delivery.message.headers,
+            delivery.round(lookup=lookup or delivery.needs_lookup),
+            now_epoch_s=now.timestamp(),
+        )
+        tier_s = self._topology.retry_delays_s[0]
+        return self._republish(delivery, tier_s, headers, why="outage", now=now)
 
     def for_park(self, delivery: Delivery, park: Park, *, now: datetime) -> Republish:
-        headers = self._copy_headers(delivery, lookup=delivery.needs_lookup)
-        headers[h.DUE_AT_MS] = h.epoch_ms(now.timestamp() + park.due_in_s)
-        return self._republish(delivery, park.delay_s, headers, why="park")
+        headers = h.copy_headers(
+            delivery.message.headers,
+            delivery.round(lookup=delivery.needs_lookup),
+            due_in_s=park.due_in_s,
+            now_epoch_s=now.timestamp(),
+        )
+        return self._republish(delivery, park.delay_s, headers, why="park", now=now)
 
     def for_rejected(self, rejected: Rejected, *, now: datetime) -> Finish:
         error = ResultError(
@@ -187,25 +196,22 @@ class Planner:
             correlation_id=message.correlation_id,
             now=now,
         )
-        headers = {
-            **h.carried_headers(message),
-            h.REASON: reason.value,
-            h.DETAIL: error.message,
-            h.ATTEMPTS: attempts,
-            h.QUEUE: queue,
-            h.COMMAND_ID: command_id,
-            **h.error_headers(error),
-        }
-        dead = Envelope(
+        headers = h.dead_letter_headers(
+            message.headers,
+            reason=reason.value,
+            detail=error.message,
+            attempts=attempts,
+            queue=queue,
+            command_id=command_id,
+            error=error,
+        )
+        dead = _copy_of(
+            message,
             body=redacted_body(kind, message.body),
             routing_key=self._topology.dead_letter_routing_key(queue),
-            message_id=command_id,
-            type=message.type or "",
-            content_type=message.content_type or JSON,
+            command_id=command_id,
             headers=headers,
-            correlation_id=message.correlation_id,
-            reply_to=message.reply_to,
-            timestamp=message.timestamp or now,
+            now=now,
         )
         return Finish(result, message.reply_to, dead, "failed")
 
@@ -260,25 +266,22 @@ class Planner:
 
     def _dead_letter(self, delivery: Delivery, outcome: Fail, *, now: datetime) -> Envelope:
         message = delivery.message
-        headers = {
-            **h.carried_headers(message),
-            h.REASON: outcome.reason.value,
-            h.ATTEMPTS: delivery.attempts,
-            h.QUEUE: delivery.queue,
-            h.COMMAND_ID: delivery.command_id,
-            h.ID_SOURCE: delivery.parsed.id_source.value,
-            **h.error_headers(outcome.error),
-        }
-        return Envelope(
+        headers = h.dead_letter_headers(
+            message.headers,
+            reason=outcome.reason.value,
+            attempts=delivery.attempts,
+            queue=delivery.queue,
+            command_id=delivery.command_id,
+            id_source=delivery.parsed.id_source,
+            error=outcome.error,
+        )
+        return _copy_of(
+            message,
             body=redacted_body(delivery.kind, message.body),
             routing_key=self._topology.dead_letter_routing_key(delivery.queue),
-            message_id=delivery.command_id,
-            type=message.type or "",
-            content_type=message.content_type or JSON,
+            command_id=delivery.command_id,
             headers=headers,
-            correlation_id=message.correlation_id,
-            reply_to=message.reply_to,
-            timestamp=message.timestamp or now,
+            now=now,
         )
 
     # -- republishing ----------------------------------------------------------------------------
@@ -291,48 +294,62 @@ class Planner:
         *,
         lookup: bool,
         why: str,
+        now: datetime,
     ) -> Republish:
         # A delivery still to be looked up keeps the mark on every copy, whatever the outcome:
         # a copy without it would be sent without the look-up its original was owed.
-        headers = self._copy_headers(delivery, lookup=lookup or delivery.needs_lookup)
-        headers.update(h.error_headers(error))
-        return self._republish(delivery, self._topology.retry_tier(delay_s), headers, why=why)
-
-    def _copy_headers(self, delivery: Delivery, *, lookup: bool) -> dict[str, Any]:
-        headers = {
-            **h.carried_headers(delivery.message),
-            h.ATTEMPTS: delivery.attempts,
-            h.ID_SOURCE: delivery.parsed.id_source.value,
-            **h.error_headers(delivery.last_error),
-        }
-        if lookup:
-            headers[h.LOOKUP] = 1
-        if delivery.sent_at_epoch_s is not None:
-            headers[h.SENT_AT_MS] = h.epoch_ms(delivery.sent_at_epoch_s)
-        if delivery.queued_at_epoch_s is not None:
-            headers[h.QUEUED_AT_MS] = h.epoch_ms(delivery.queued_at_epoch_s)
-        if delivery.expires_at_epoch_s is not None:
-            # Absolute: a copy's own timestamp and age start again, its expiry must not.
-            headers[h.EXPIRES_AT_MS] = h.epoch_ms(delivery.expires_at_epoch_s)
-        return headers
+        headers = h.copy_headers(
+            delivery.message.headers,
+            delivery.round(lookup=lookup or delivery.needs_lookup),
+            error=error,
+            now_epoch_s=now.timestamp(),
+        )
+        tier_s = self._topology.retry_tier(delay_s)
+        return self._republish(delivery, tier_s, headers, why=why, now=now)
 
     def _republish(
-        self, delivery: Delivery, tier_s: float, headers: dict[str, Any], *, why: str
+        self,
+        delivery: Delivery,
+        tier_s: float,
+        headers: dict[str, Any],
+        *,
+        why: str,
+        now: datetime,
     ) -> Republish:
-        message = delivery.message
         queue = self._topology.retry_queue(delivery.queue, tier_s)
-        envelope = Envelope(
-            body=message.body,
+        envelope = _copy_of(
+            delivery.message,
+            body=delivery.message.body,
             routing_key=queue,
-            message_id=delivery.command_id,
-            type=message.type or "",
-            content_type=message.content_type or JSON,
+            command_id=delivery.command_id,
             headers=headers,
-            correlation_id=message.correlation_id,
-            reply_to=message.reply_to,
-            timestamp=message.timestamp or datetime.now(UTC),
+            now=now,
         )
         return Republish(queue, envelope, why)
+
+
+def _copy_of(
+    message: Inbound,
+    *,
+    body: bytes,
+    routing_key: str,
+    command_id: str,
+    headers: dict[str, Any],
+    now: datetime,
+) -> Envelope:
+    """A command's message as a new envelope (a copy to a delay tier, or a dead letter): its
+    properties kept, the command id as ``message_id``, its timestamp or ``now``."""
+    return Envelope(
+        body=body,
+        routing_key=routing_key,
+        message_id=command_id,
+        type=message.type or "",
+        content_type=message.content_type or JSON,
+        headers=headers,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        timestamp=message.timestamp or now,
+    )
 
 
 def _result_data(

@@ -46,19 +46,19 @@ from bridge.broker.committer import DEFAULT_EXCHANGE
 from bridge.broker.intake import settle as settle_delivery
 from bridge.broker.router import Router
 from bridge.broker.topology import Topology
+from bridge.events import headers as h
 from bridge.settings import WorkerSettings
 from bridge.worker.limits import Limits
 
 log = logging.getLogger(__name__)
 
-PROBE_HEADER = "x-bridge-probe"
 PROBE_TYPE = "bridge.probe"
 # How often a worker counts the workers and balances its shards.
 CHECK_INTERVAL_S = 1.0
 
 
 def is_probe(message: Inbound) -> bool:
-    return bool(message.headers.get(PROBE_HEADER))
+    return h.is_probe(message.headers)
 
 
 class _Shard:
@@ -292,7 +292,7 @@ class Shards:
                 message_id=uuid.uuid4().hex,
                 type=PROBE_TYPE,
                 content_type="application/octet-stream",
-                headers={PROBE_HEADER: True},
+                headers={h.PROBE: True},
             )
             try:
                 await self._link.publish(envelope, exchange=DEFAULT_EXCHANGE, routing_key=queue)
@@ -314,4 +314,4 @@ class Shards:
             )
 
 
-__all__ = ["CHECK_INTERVAL_S", "PROBE_HEADER", "Shards", "is_probe"]
+__all__ = ["CHECK_INTERVAL_S", "Shards", "is_probe"]
