@@ -15,6 +15,7 @@ import os
 import re
 import signal
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from bridge.broker.topology import INBOUND_SMS
 from bridge.receiver.app import RETRY_DIR
 from bridge.receiver.layout import ROOT, ProcessSlot, find_left_over, left_over, own_spool_dir
 from bridge.receiver.spool import Journal
+from bridge.runtime import start_roles
 from bridge.settings import Settings, SettingsError, load_settings
 from tests.fixtures.cli import CliFactory, CliRun, cli_environ
 from tests.fixtures.receiver import (
@@ -40,7 +42,7 @@ from tests.fixtures.receiver import (
 OpenQueues = Callable[[Settings], Awaitable[EventQueues]]
 
 # The ports of this file's bridges (a range of their own, see the test plan).
-PORTS = {"serve": 18411, "kill": 18421, "left": 18431}
+PORTS = {"serve": 18411, "kill": 18421, "left": 18431, "all": 18441}
 
 
 # Pure parts --------------------------------------------------------------------------------
@@ -320,3 +322,30 @@ async def test_one_receiver_drains_the_spools_of_several_processes(
         "m-oneretry-0000",
     }
     assert await queues.count(queues.inbound) == 0
+
+
+async def test_role_all_runs_the_receiver_processes_beside_the_worker(
+    make_settings: Callable[..., Settings], event_queues: OpenQueues
+) -> None:
+    # The embedded simulator calls the receiver processes with credentials generated in the
+    # bridge's process: they travel to the processes with the settings.
+    settings = make_settings(
+        receiver={"host": "127.0.0.1", "port": PORTS["all"], "processes": 2},
+        simulator={"port": 0},
+        operations={"host": "127.0.0.1", "port": 0},
+    )
+    async with AsyncExitStack() as stack:
+        roles = await start_roles(stack, settings, role="all")
+        assert roles.receiver is None
+        assert roles.worker is not None
+        assert roles.receiver_processes is not None
+        assert roles.simulator is not None
+        queues = await event_queues(roles.settings)
+
+        record = roles.simulator.inject_inbound(from_="+15555550123", to="+19195550100", text="hi")
+
+        [message] = await queues.take(queues.inbound)
+        assert orjson.loads(message.body)["subject"] == record.id
+        _, body = await get(roles.operations.port, "/readyz")
+        assert set(orjson.loads(body)) >= {"receiver", "worker"}
+        assert len([pid for pid in roles.receiver_processes.pids if pid]) == 2
