@@ -5,7 +5,10 @@ Start order is dependency order, and stop order its reverse (an ``AsyncExitStack
     simulator (embedded only) -> receiver -> worker -> operations server
 
 so on SIGTERM the probes go first, then the worker stops consuming and drains, then the receiver
-stops accepting and finishes its callbacks in flight, then the simulator goes. The operations
+stops accepting and finishes its callbacks in flight, then the simulator goes. With
+``receiver.processes`` above 1 the receiver runs in that many processes of its own
+(``receiver/supervisor.py``), started and stopped at the same place in that order, and the
+operations server adds their metrics up; the worker stays in this process. The operations
 server (``operations.host:operations.port``) serves /healthz, /readyz and /metrics for the roles
 that run; the callback port serves callbacks only. With no ``catapult.base_url`` the bridge
 runs against an in-process Catapult simulator: this module gives the receiver generated callback
@@ -31,6 +34,7 @@ from pydantic import SecretStr
 from bridge.catapult import CatapultClient
 from bridge.operations import OperationsServer, ReadinessCheck
 from bridge.receiver import ReceiverServer
+from bridge.receiver.supervisor import ReceiverSupervisor
 from bridge.settings import Settings, SettingsError
 from bridge.simulator import Simulator
 from bridge.worker import Worker, worker_readiness
@@ -49,6 +53,8 @@ class Roles:
     receiver: ReceiverServer | None
     worker: Worker | None
     operations: OperationsServer
+    # With receiver.processes > 1 the receiver runs in processes of its own instead.
+    receiver_processes: ReceiverSupervisor | None = None
 
 
 def embedded_settings(settings: Settings) -> Settings:
@@ -156,7 +162,7 @@ async def _serve_operations(
     settings: Settings,
     registry: CollectorRegistry,
     *,
-    receiver: ReceiverServer | None,
+    receiver: ReceiverServer | ReceiverSupervisor | None,
     worker: Worker | None,
 ) -> OperationsServer:
     """One operations server for the roles that run: /healthz, /readyz, /metrics."""
@@ -192,9 +198,16 @@ async def start_roles(stack: AsyncExitStack, settings: Settings, *, role: str) -
 
     registry = CollectorRegistry()
     receiver: ReceiverServer | None = None
+    processes: ReceiverSupervisor | None = None
     worker: Worker | None = None
     receiver_base = settings.receiver.public_url
-    if role in ("receiver", "all"):
+    if role in ("receiver", "all") and settings.receiver.processes > 1:
+        processes = ReceiverSupervisor(settings)
+        await processes.start()
+        stack.push_async_callback(processes.stop)
+        processes.collect_into(registry)
+        receiver_base = receiver_base or processes.base_url
+    elif role in ("receiver", "all"):
         receiver = ReceiverServer(settings, registry=registry)
         await receiver.start()
         stack.push_async_callback(receiver.stop)
@@ -202,7 +215,7 @@ async def start_roles(stack: AsyncExitStack, settings: Settings, *, role: str) -
     if simulator is not None:
         base = receiver_base or f"http://127.0.0.1:{settings.receiver.port}"
         wire_simulator(simulator, settings, callback_url(settings, base), role=role)
-        if receiver is not None and generated_credentials:
+        if (receiver or processes) is not None and generated_credentials:
             say_callback_credentials(settings, base)
 
     if role in ("worker", "all"):
@@ -212,7 +225,7 @@ async def start_roles(stack: AsyncExitStack, settings: Settings, *, role: str) -
         await worker.start()
         stack.push_async_callback(worker.stop)
     operations = await _serve_operations(
-        stack, settings, registry, receiver=receiver, worker=worker
+        stack, settings, registry, receiver=receiver or processes, worker=worker
     )
     return Roles(
         settings=settings,
@@ -220,6 +233,7 @@ async def start_roles(stack: AsyncExitStack, settings: Settings, *, role: str) -
         receiver=receiver,
         worker=worker,
         operations=operations,
+        receiver_processes=processes,
     )
 
 

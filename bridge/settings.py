@@ -213,6 +213,10 @@ class ReceiverSettings(_Section):
     body_timeout_s: PositiveFloat = 10.0
     # Open connections at most; one more is answered 503 and closed.
     max_connections: PositiveInt = 512
+    # Receiver processes serving the one port (SO_REUSEPORT), for hosts with more cores: each
+    # has its spool in spool_dir/<index> and the operations port adds their metrics up. 1: the
+    # receiver runs in the bridge's own process, its spool in spool_dir.
+    processes: PositiveInt = 1
     # Pause before a failed spool drain tries again (it doubles up to drain_retry_max_s).
     retry_interval_s: PositiveFloat = 1.0
     # A spool drain that fails (the disk, or events the broker refuses) retries after
@@ -239,6 +243,11 @@ class ReceiverSettings(_Section):
             )
         if self.path == "/healthz":
             raise ValueError("receiver.path '/healthz' is taken by the liveness probe")
+        if self.processes > 1 and self.port == 0:
+            raise ValueError(
+                f"receiver.processes = {self.processes} needs a fixed receiver.port "
+                "(with 0 each process would listen on a port of its own)"
+            )
         return self
 
     @property

@@ -7,6 +7,8 @@ Resources live in cleanup contexts, in dependency order, each stored under its `
     broker_ctx    connect (or keep trying in the background) close: the AMQP connection
     delivery_ctx  dedup window, publisher, the main and the  close: let a drain batch finish
                   retry drainer
+    inherited_ctx drain the spools left by receiver         close: let a drain batch finish
+                  processes that no longer run (layout.py)
 
 aiohttp tears them down in reverse order after the server has stopped accepting connections and
 the requests in flight have been answered (see ``server.py``), so shutdown is: stop accepting,
@@ -16,6 +18,7 @@ Nothing here is module-level; everything comes from the ``Settings`` passed in.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import hdrs, web
@@ -27,9 +30,11 @@ from bridge.receiver import handlers
 from bridge.receiver.auth import CallbackAuth
 from bridge.receiver.dedup import DedupWindow
 from bridge.receiver.drainer import Backoff, SpoolDrainer
+from bridge.receiver.inherited import InheritedSpool
 from bridge.receiver.keys import (
     AUTH,
     DRAINER,
+    INHERITED,
     JOURNAL,
     LINK,
     METRICS,
@@ -37,7 +42,9 @@ from bridge.receiver.keys import (
     RETRY_DRAINER,
     RETRY_JOURNAL,
     SETTINGS,
+    SLOT,
 )
+from bridge.receiver.layout import ProcessSlot, find_left_over, own_spool_dir
 from bridge.receiver.metrics import ReceiverMetrics
 from bridge.receiver.problems import problem_middleware
 from bridge.receiver.publishing import CallbackPublisher
@@ -56,11 +63,10 @@ async def spool_ctx(app: web.Application) -> AsyncIterator[None]:
     if not settings.spool_enabled:
         yield
         return
-    journal = await Journal.open(settings.spool_dir, max_bytes=settings.spool_max_bytes)
+    directory = own_spool_dir(settings.spool_dir, app.get(SLOT))
+    journal = await Journal.open(directory, max_bytes=settings.spool_max_bytes)
     try:
-        retry = await Journal.open(
-            settings.spool_dir / RETRY_DIR, max_bytes=settings.spool_max_bytes
-        )
+        retry = await Journal.open(directory / RETRY_DIR, max_bytes=settings.spool_max_bytes)
     except BaseException:
         await journal.close()
         raise
@@ -116,21 +122,58 @@ async def delivery_ctx(app: web.Application) -> AsyncIterator[None]:
         await drainer.stop(timeout_s=settings.broker.confirm_timeout_s)
 
 
+async def inherited_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    receiver = settings.receiver
+    if not receiver.spool_enabled:
+        yield
+        return
+    inherited: list[InheritedSpool] = []
+    try:
+        left_over = await asyncio.to_thread(find_left_over, receiver.spool_dir, app.get(SLOT))
+        for directory in left_over:
+            spool = await InheritedSpool.open(
+                directory, retry_dir=RETRY_DIR, max_bytes=receiver.spool_max_bytes
+            )
+            if spool is None:
+                continue
+            inherited.append(spool)
+            spool.start(
+                app[LINK],
+                app[METRICS],
+                refused_to=app[RETRY_JOURNAL],
+                settings=receiver,
+                batch_size=DRAIN_BATCH,
+            )
+        app[INHERITED] = inherited
+        yield
+    finally:
+        for spool in inherited:
+            await spool.close(timeout_s=settings.broker.confirm_timeout_s)
+
+
 def create_receiver_app(
-    settings: Settings, *, registry: CollectorRegistry | None = None
+    settings: Settings,
+    *,
+    registry: CollectorRegistry | None = None,
+    slot: ProcessSlot | None = None,
 ) -> web.Application:
     """The receiver app; raises ``SettingsError`` at once if it has no credentials (and may not).
 
     ``registry`` is where its metrics go (a new one if None; the runner passes one shared with
-    the worker). Serve it with ``ReceiverServer``.
+    the worker). ``slot``: this is one of several receiver processes (``receiver.processes``),
+    with its spool in a directory of its own and its metrics shared with the others. Serve it
+    with ``ReceiverServer``.
     """
     receiver = settings.receiver
     auth = CallbackAuth(receiver)
     app = web.Application(middlewares=[problem_middleware], client_max_size=receiver.max_body_bytes)
     app[SETTINGS] = settings
-    app[METRICS] = ReceiverMetrics(registry)
+    app[METRICS] = ReceiverMetrics(registry, shared=slot is not None)
     app[AUTH] = auth
-    app.cleanup_ctx.extend([spool_ctx, broker_ctx, delivery_ctx])
+    if slot is not None:
+        app[SLOT] = slot
+    app.cleanup_ctx.extend([spool_ctx, broker_ctx, delivery_ctx, inherited_ctx])
 
     paths = [receiver.path]
     if auth.uses_path_token:

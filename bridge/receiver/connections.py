@@ -52,7 +52,7 @@ class ConnectionGate:
         self.limit = limit
         self.open = 0
         self._metrics = metrics
-        metrics.connections.set_function(lambda: self.open)
+        metrics.watch_connections(lambda: self.open)
 
     def __call__(self) -> asyncio.Protocol:
         return _Gated(self)
@@ -111,7 +111,7 @@ class _Gated(asyncio.Protocol):
 class GatedSite(web.BaseSite):
     """Like ``web.TCPSite`` on ``host:port``, with every connection through ``ConnectionGate``."""
 
-    __slots__ = ("_gate", "_host", "_port")
+    __slots__ = ("_gate", "_host", "_port", "_reuse_port")
 
     def __init__(
         self,
@@ -121,6 +121,7 @@ class GatedSite(web.BaseSite):
         *,
         limit: int,
         metrics: ReceiverMetrics,
+        reuse_port: bool = False,
     ) -> None:
         super().__init__(runner)
         server = runner.server
@@ -128,6 +129,7 @@ class GatedSite(web.BaseSite):
         self._gate = ConnectionGate(server, limit=limit, metrics=metrics)
         self._host = host
         self._port = port
+        self._reuse_port = reuse_port  # SO_REUSEPORT: several receiver processes on one port
 
     @property
     def name(self) -> str:
@@ -137,5 +139,10 @@ class GatedSite(web.BaseSite):
         await super().start()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            self._gate, self._host, self._port, backlog=self._backlog, reuse_address=True
+            self._gate,
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_address=True,
+            reuse_port=self._reuse_port or None,
         )

@@ -2,7 +2,8 @@
 
 The composition root (``app.py``) stores each part as its cleanup context creates it; handlers
 read them. Parts that exist only with the spool switched on (``JOURNAL``, ``RETRY_JOURNAL``,
-``DRAINER``, ``RETRY_DRAINER``) are read with ``app.get``.
+``DRAINER``, ``RETRY_DRAINER``, ``INHERITED``) and ``SLOT`` (one of several receiver
+processes) are read with ``app.get``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from aiohttp import web
 from bridge.broker import BrokerLink
 from bridge.receiver.auth import CallbackAuth
 from bridge.receiver.drainer import SpoolDrainer
+from bridge.receiver.inherited import InheritedSpool
+from bridge.receiver.layout import ProcessSlot
 from bridge.receiver.metrics import ReceiverMetrics
 from bridge.receiver.publishing import CallbackPublisher
 from bridge.receiver.spool import Journal
@@ -26,3 +29,5 @@ LINK = web.AppKey("link", BrokerLink)
 DRAINER = web.AppKey("drainer", SpoolDrainer)
 RETRY_DRAINER = web.AppKey("retry_drainer", SpoolDrainer)
 PUBLISHER = web.AppKey("publisher", CallbackPublisher)
+SLOT = web.AppKey("slot", ProcessSlot)  # only in one of several receiver processes
+INHERITED = web.AppKey("inherited", list[InheritedSpool])  # left-over spools being drained

@@ -19,10 +19,19 @@ depth and size are read at scrape time from the journal, so the hot path pays no
     bridge_receiver_broker_ready                     1 while connected with the topology declared
     bridge_receiver_connections                      connections open to the callback server
     bridge_receiver_connections_refused_total        refused at once: max_connections were open
+    bridge_receiver_processes                        receiver processes running (receiver.processes)
+
+With several receiver processes (``receiver.processes``) every process writes its metrics to
+the directory of prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set by the
+supervisor) and the operations port adds them up: counters and histograms sum over every process
+that has run; gauges sum over the live ones (``livesum``), except broker readiness (the lowest:
+1 only if every process is connected) and the stalled drain (the highest). Gauges cannot be
+read at scrape time there, so ``refresh`` writes them; the process calls it on a short period.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -37,8 +46,12 @@ _BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 
 
 class ReceiverMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    """``shared``: one of several receiver processes (gauges written by ``refresh``)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, shared: bool = False) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.is_shared = shared
+        self._watched: list[tuple[Gauge, Callable[[], float]]] = []
         self.callbacks = Counter(
             "bridge_receiver_callbacks",
             "Message callbacks answered, by outcome",
@@ -61,14 +74,19 @@ class ReceiverMetrics:
         self.spool_records = Gauge(
             "bridge_receiver_spool_records",
             "Events in the spool, not yet confirmed by RabbitMQ",
+            multiprocess_mode="livesum",
             registry=self.registry,
         )
         self.spool_bytes = Gauge(
-            "bridge_receiver_spool_bytes", "Bytes the spool holds on disk", registry=self.registry
+            "bridge_receiver_spool_bytes",
+            "Bytes the spool holds on disk",
+            multiprocess_mode="livesum",
+            registry=self.registry,
         )
         self.spool_max_bytes = Gauge(
             "bridge_receiver_spool_max_bytes",
             "Bound of the spool; at it callbacks are answered 503",
+            multiprocess_mode="livesum",
             registry=self.registry,
         )
         self.spool_drained = Counter(
@@ -79,6 +97,7 @@ class ReceiverMetrics:
         self.connections = Gauge(
             "bridge_receiver_connections",
             "Connections open to the callback server",
+            multiprocess_mode="livesum",
             registry=self.registry,
         )
         self.connections_refused = Counter(
@@ -89,16 +108,19 @@ class ReceiverMetrics:
         self.spool_retry_records = Gauge(
             "bridge_receiver_spool_retry_records",
             "Spooled events RabbitMQ refused (nacked, unroutable), waiting for their retry",
+            multiprocess_mode="livesum",
             registry=self.registry,
         )
         self.spool_damaged_records = Gauge(
             "bridge_receiver_spool_damaged_records",
             "Damaged spool records (checksum failed, cut short) kept in damaged.log since start",
+            multiprocess_mode="livesum",
             registry=self.registry,
         )
         self.spool_drain_stalled = Gauge(
             "bridge_receiver_spool_drain_stalled",
             "1 while the spool drain fails (the broker or the disk) and retries with backoff",
+            multiprocess_mode="livemax",
             registry=self.registry,
         )
         self.spool_drain_failures = Counter(
@@ -110,22 +132,47 @@ class ReceiverMetrics:
         self.broker_ready = Gauge(
             "bridge_receiver_broker_ready",
             "1 while connected to RabbitMQ with the topology declared",
+            multiprocess_mode="livemin",
             registry=self.registry,
         )
+
+        self.processes = Gauge(
+            "bridge_receiver_processes",
+            "Receiver processes running",
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self.processes.set(1)
+
+    def _watch(self, gauge: Gauge, read: Callable[[], float]) -> None:
+        """``gauge`` shows ``read()``: at scrape time, or when shared as of the last refresh."""
+        if self.is_shared:
+            self._watched.append((gauge, read))
+            gauge.set(read())
+        else:
+            gauge.set_function(read)
+
+    def refresh(self) -> None:
+        """Write the watched gauges (shared metrics are read from files, not from this process)."""
+        for gauge, read in self._watched:
+            gauge.set(read())
+
+    def watch_connections(self, read: Callable[[], float]) -> None:
+        self._watch(self.connections, read)
 
     def observe(self, outcome: str, duration_s: float) -> None:
         self.by_outcome[outcome].inc()
         self.duration.observe(duration_s)
 
     def watch_spool(self, journal: Journal, retry: Journal) -> None:
-        self.spool_records.set_function(lambda: journal.depth)
-        self.spool_bytes.set_function(lambda: journal.used_bytes)
+        self._watch(self.spool_records, lambda: journal.depth)
+        self._watch(self.spool_bytes, lambda: journal.used_bytes)
         self.spool_max_bytes.set(journal.max_bytes)
-        self.spool_retry_records.set_function(lambda: retry.depth)
-        self.spool_damaged_records.set_function(lambda: journal.damaged + retry.damaged)
+        self._watch(self.spool_retry_records, lambda: retry.depth)
+        self._watch(self.spool_damaged_records, lambda: journal.damaged + retry.damaged)
 
     def watch_drain(self, drainer: SpoolDrainer) -> None:
-        self.spool_drain_stalled.set_function(lambda: 1.0 if drainer.is_stalled else 0.0)
+        self._watch(self.spool_drain_stalled, lambda: 1.0 if drainer.is_stalled else 0.0)
 
     def watch_link(self, link: BrokerLink) -> None:
-        self.broker_ready.set_function(lambda: 1.0 if link.is_ready else 0.0)
+        self._watch(self.broker_ready, lambda: 1.0 if link.is_ready else 0.0)

@@ -30,13 +30,17 @@ from bridge.receiver import health
 from bridge.receiver.app import create_receiver_app
 from bridge.receiver.connections import GatedSite
 from bridge.receiver.keys import DRAINER, JOURNAL, LINK, METRICS, RETRY_JOURNAL
+from bridge.receiver.layout import ProcessSlot
 from bridge.settings import Settings, reachable_host
 
 log = logging.getLogger(__name__)
 
 
 class ReceiverServer:
-    """The receiver on ``host:port`` (from the settings unless given; port 0 picks a free one)."""
+    """The receiver on ``host:port`` (from the settings unless given; port 0 picks a free one).
+
+    ``slot``: one of several receiver processes on one port (``SO_REUSEPORT``), see ``child.py``.
+    """
 
     def __init__(
         self,
@@ -45,9 +49,11 @@ class ReceiverServer:
         registry: CollectorRegistry | None = None,
         host: str | None = None,
         port: int | None = None,
+        slot: ProcessSlot | None = None,
     ) -> None:
         receiver = settings.receiver
-        self.app = create_receiver_app(settings, registry=registry)
+        self.app = create_receiver_app(settings, registry=registry, slot=slot)
+        self._reuse_port = slot is not None
         self._path = receiver.path
         self._host = receiver.host if host is None else host
         self._port = receiver.port if port is None else port
@@ -75,6 +81,7 @@ class ReceiverServer:
                 self._port,
                 limit=self._max_connections,
                 metrics=self.app[METRICS],
+                reuse_port=self._reuse_port,
             )
             await site.start()
         except BaseException:
@@ -99,6 +106,10 @@ class ReceiverServer:
     def registry(self) -> CollectorRegistry:
         """Where the receiver's metrics are (served by the operations server)."""
         return self.app[METRICS].registry
+
+    def refresh_metrics(self) -> None:
+        """Write the gauges shared with other receiver processes (``ReceiverMetrics.refresh``)."""
+        self.app[METRICS].refresh()
 
     def readiness(self) -> Readiness:
         """Ready to take callbacks: broker link up, spool draining; see ``health``."""
