@@ -367,6 +367,9 @@ class Bench:
                 await profiler.wait()
             await child.stop()
             await self.delete(topology)
+            if self.args.logs:
+                log_path = Path(self.args.logs) / f"{_file_name(case)}.log"
+                log_path.write_text("".join(f"{t:.3f} {line}\n" for t, line in child.lines))
         failed = [line for _, line in child.lines if "Traceback" in line or "ERROR" in line]
         if failed:
             raise RuntimeError("the worker logged errors:\n" + "\n".join(failed[:20]))
@@ -377,8 +380,7 @@ class Bench:
         """py-spy sampling ``pid`` until SIGINT, into ``--py-spy``/<case>.txt (collapsed
         stacks; ``top_of_profile`` reads it). The sampler's own CPU is not the worker's."""
         directory = Path(self.args.py_spy)  # made by main()
-        name = "".join(c if c.isalnum() else "-" for c in case.name).strip("-")
-        self.profiles[case.name] = path = directory / f"{name}.txt"
+        self.profiles[case.name] = path = directory / f"{_file_name(case)}.txt"
         return await asyncio.create_subprocess_exec(
             "py-spy", "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
             "--output", str(path), "--nonblocking",
@@ -416,6 +418,10 @@ class Bench:
                     await asyncio.sleep(0.01)
         finally:
             await channel.close()
+
+
+def _file_name(case: Case) -> str:
+    return "".join(c if c.isalnum() else "-" for c in case.name).strip("-")
 
 
 def _environ(overrides: dict[str, Any]) -> dict[str, str]:
@@ -695,6 +701,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--py-spy", metavar="DIR", help="profile each worker run with py-spy into DIR"
     )
     parser.add_argument(
+        "--logs", metavar="DIR", help="write each worker run's log lines into DIR/<case>.log"
+    )
+    parser.add_argument(
         "--set", action="append", metavar="KEY=JSON", help="a worker setting for every worker run"
     )
     parser.add_argument("--naive-concurrency", type=int, default=16)
@@ -716,6 +725,7 @@ if __name__ == "__main__":
     if arguments.mode == "naive":
         asyncio.run(naive(arguments))
         raise SystemExit(0)
-    if arguments.py_spy:
-        Path(arguments.py_spy).mkdir(parents=True, exist_ok=True)
+    for directory in (arguments.py_spy, arguments.logs):
+        if directory:
+            Path(directory).mkdir(parents=True, exist_ok=True)
     raise SystemExit(asyncio.run(main(arguments)))
