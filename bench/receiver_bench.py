@@ -18,6 +18,9 @@ Each server runs in a process of its own and takes the same Catapult v1 inbound 
   shows what it is worth.
 - ``dry`` (diagnostic): ``receiver`` with the publish replaced by nothing; with ``bare`` and
   ``naive`` it splits the receiver's cost into HTTP, its own work, and publishing.
+- ``x2`` (shown as ``receiver x2``): ``receiver`` with ``receiver.processes = 2``, two receiver
+  processes on the one port; its CPU is that of every process of it (the two and the bridge's
+  own, which only watches them), and each receiver process's share is shown apart.
 
 The load generator is this script's own process (aiohttp client, 127.0.0.1 only), bounded in
 count and in time:
@@ -55,7 +58,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +72,9 @@ USERNAME = "catapult"
 PASSWORD = "bench-password"
 AUTH = aiohttp.encode_basic_auth(USERNAME, PASSWORD)
 PATH = "/catapult/messages"
-VARIANTS = ("naive", "receiver", "bare", "serial", "dry")  # naive first: it sets the offer
+# naive first: it sets the offer
+VARIANTS = ("naive", "receiver", "x2", "bare", "serial", "dry")
+LABELS = {"x2": "receiver x2"}
 
 
 def callback_body(n: int) -> bytes:
@@ -93,7 +98,9 @@ def callback_body(n: int) -> bytes:
 # Servers (run in a child process: ``receiver_bench.py serve VARIANT PORT PREFIX SPOOL``) ---------
 
 
-def bench_settings(amqp_url: str, prefix: str, spool_dir: str, port: int) -> Any:
+def bench_settings(
+    amqp_url: str, prefix: str, spool_dir: str, port: int, *, processes: int = 1
+) -> Any:
     from bridge.settings import load_settings
 
     return load_settings(
@@ -112,6 +119,7 @@ def bench_settings(amqp_url: str, prefix: str, spool_dir: str, port: int) -> Any
             "spool_dir": spool_dir,
             "host": "127.0.0.1",
             "port": port,
+            "processes": processes,
         },
         log={"level": "WARNING"},
     )
@@ -146,6 +154,29 @@ async def serve_receiver(
         ),
     ):
         await wait_for_signal()
+
+
+async def serve_processes(amqp_url: str, port: int, prefix: str, spool_dir: str) -> None:
+    """Two receiver processes on ``port``, as `bridge run` starts them, metrics added up."""
+    from prometheus_client import CollectorRegistry
+
+    from bridge.logs import configure_logging
+    from bridge.operations import OperationsServer
+    from bridge.receiver.supervisor import ReceiverSupervisor
+
+    settings = bench_settings(amqp_url, prefix, spool_dir, port, processes=2)
+    configure_logging(settings.log)
+    processes = ReceiverSupervisor(settings)
+    await processes.start()
+    registry = CollectorRegistry()
+    processes.collect_into(registry)
+    try:
+        async with OperationsServer(
+            registry, {"receiver": processes.readiness}, host="127.0.0.1", port=port + 1
+        ):
+            await wait_for_signal()
+    finally:
+        await processes.stop()
 
 
 async def serve_naive(amqp_url: str, port: int, prefix: str, *, serial: bool = False) -> None:
@@ -212,7 +243,9 @@ def serve(argv: list[str]) -> None:
     variant, port, prefix, spool_dir, amqp_url = argv
     from bridge import eventloop
 
-    if variant in ("receiver", "dry"):
+    if variant == "x2":
+        eventloop.run(serve_processes(amqp_url, int(port), prefix, spool_dir))
+    elif variant in ("receiver", "dry"):
         # The receiver runs on the loop `bridge run` uses (uvloop); the baselines on asyncio's.
         eventloop.run(serve_receiver(amqp_url, int(port), prefix, spool_dir, dry=variant == "dry"))
     elif variant in ("naive", "serial"):
@@ -233,6 +266,7 @@ class Result:
     server_cpu_s: float = float("nan")
     broker_cpu_s: float = float("nan")
     load_cpu_s: float = float("nan")
+    per_process_cpu_s: list[float] = field(default_factory=list)  # children of the server
 
     def per_callback_ms(self, cpu_s: float) -> float:
         return cpu_s * 1000 / self.answered if self.answered else float("nan")
@@ -410,17 +444,30 @@ class Load:
 # Orchestration ---------------------------------------------------------------------------------
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (the receiver processes of ``x2``)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 class CpuMeter:
-    """CPU seconds used by the server, the broker and this process (the load) over a phase."""
+    """CPU seconds used by the server (with its children), the broker and this process (the
+    load) over a phase; ``per_process`` keeps each server process's own."""
 
     def __init__(self, server_pid: int, broker: int | None) -> None:
-        self.pids = {"server": server_pid, "broker": broker}
-        self.start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.server = [server_pid, *children(server_pid)]
+        self.broker = broker
+        self.start = {pid: cpu_seconds(pid) for pid in [*self.server, broker] if pid}
         self.load_start = time.process_time()
 
     def charge(self, result: Result) -> Result:
-        result.server_cpu_s = cpu_seconds(self.pids["server"]) - self.start["server"]
-        result.broker_cpu_s = cpu_seconds(self.pids["broker"]) - self.start["broker"]
+        used = {pid: cpu_seconds(pid) - self.start[pid] for pid in self.server}
+        result.server_cpu_s = sum(used.values())
+        result.per_process_cpu_s = [used[pid] for pid in self.server[1:]]
+        broker = self.broker
+        result.broker_cpu_s = cpu_seconds(broker) - self.start[broker] if broker else float("nan")
         result.load_cpu_s = time.process_time() - self.load_start
         return result
 
@@ -457,8 +504,8 @@ def start_profiler(directory: str | None, variant: str, pid: int) -> Any:
     if directory is None:
         return None
     return subprocess.Popen(
-        ["py-spy", "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
-         "--output", f"{directory}/{variant}.txt", "--nonblocking"],
+        ["py-spy", "record", "--pid", str(pid), "--subprocesses", "--rate", "200",
+         "--format", "raw", "--output", f"{directory}/{variant}.txt", "--nonblocking"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 
@@ -472,7 +519,12 @@ def stop_server(process: Any) -> None:
 
 
 # Where each variant's events go; emptied between phases so no run meets another's backlog.
-QUEUES = {"receiver": "inbound.sms", "naive": "naive.inbound", "serial": "naive.inbound"}
+QUEUES = {
+    "receiver": "inbound.sms",
+    "x2": "inbound.sms",
+    "naive": "naive.inbound",
+    "serial": "naive.inbound",
+}
 
 
 async def purge(amqp_url: str, queue: str, prefix: str) -> None:
@@ -521,11 +573,12 @@ async def receiver_outcomes(metrics_url: str) -> dict[str, float]:
     return counts
 
 
-def row(name: str, load: str, result: Result) -> str:
+def row(variant: str, load: str, result: Result) -> str:
+    name = LABELS.get(variant, variant)
     broker = result.per_callback_ms(result.broker_cpu_s)
     generator = result.per_callback_ms(result.load_cpu_s)
     return (
-        f"| {name:<8} | {load:<15} | {result.rate:>11.0f} | {result.percentile(0.50):>6.1f} "
+        f"| {name:<11} | {load:<15} | {result.rate:>11.0f} | {result.percentile(0.50):>6.1f} "
         f"| {result.percentile(0.99):>6.1f} | {result.failed:>7} "
         f"| {result.cpu_ms_per_callback:>6.3f} / {broker:>6.3f} / {generator:>6.3f} |"
     )
@@ -616,11 +669,11 @@ async def run(args: argparse.Namespace) -> int:
     )
     print()
     print(
-        "| server   | load            | callbacks/s | p50 ms | p99 ms | not 200 "
+        "| server      | load            | callbacks/s | p50 ms | p99 ms | not 200 "
         "| CPU ms/cb: server / broker / load |"
     )
     print(
-        "|----------|-----------------|------------:|-------:|-------:|--------:"
+        "|-------------|-----------------|------------:|-------:|-------:|--------:"
         "|----------------------------------:|"
     )
     for variant in args.variants:
@@ -628,6 +681,15 @@ async def run(args: argparse.Namespace) -> int:
     for variant in args.variants:
         print(row(variant, f"offered {rate:g}/s", offered[variant]))
     print()
+    for load_name, results in (("saturation", saturation), (f"offered {rate:g}/s", offered)):
+        x2 = results.get("x2")
+        if x2 is not None and x2.per_process_cpu_s:
+            shares = " + ".join(f"{x2.per_callback_ms(s):.3f}" for s in x2.per_process_cpu_s)
+            watcher = x2.per_callback_ms(x2.server_cpu_s - sum(x2.per_process_cpu_s))
+            print(
+                f"receiver x2, {load_name}: CPU ms per callback by process: {shares} "
+                f"(receiver processes) + {watcher:.3f} (the bridge's process, watching)"
+            )
     if {"receiver", "serial"} <= set(saturation):
         ratio = saturation["receiver"].rate / saturation["serial"].rate
         print(f"receiver / serial throughput: {ratio:.2f}x (reference)")
@@ -643,6 +705,12 @@ async def run(args: argparse.Namespace) -> int:
                     print("  " + line)
     if {"receiver", "naive"} <= set(saturation):
         print_targets(saturation, offered, rate)
+    if {"x2", "receiver"} <= set(saturation):
+        mine, two = saturation["receiver"], saturation["x2"]
+        print(
+            f"receiver x2 / receiver: {two.rate / mine.rate:.2f}x the rate, "
+            f"{two.cpu_ms_per_callback / mine.cpu_ms_per_callback:.2f}x the CPU per callback"
+        )
     if outcomes:
         shown = ", ".join(f"{name} {count:.0f}" for name, count in outcomes.items() if count)
         print(f"receiver answers (warm-up included): {shown}")
