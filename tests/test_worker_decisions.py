@@ -24,11 +24,13 @@ from bridge.catapult.errors import (
     ServerError,
     TransportError,
 )
+from bridge.events.commands import CommandKind
 from bridge.events.results import FailureReason, ResultError
 from bridge.settings import WorkerSettings
 from bridge.worker.decisions import (
     AlreadyImported,
     Ambiguous,
+    Done,
     Fail,
     Operation,
     Outcome,
@@ -376,28 +378,78 @@ def test_pauses_after_refusals() -> None:
     )
     error = ResultError(message="m")
     number = Throttle(PauseScope.NUMBER, "+1", None, error)
-    assert limits.pause(number, now_s=0, now_epoch_s=1000) == 1
-    assert limits.pause(number, now_s=1, now_epoch_s=1001) == 3  # doubled
-    assert limits.pause(number, now_s=3, now_epoch_s=1003) == 7  # 4 s: the cap
+    assert limits.record(number, kind=CommandKind.SEND, now_s=0, now_epoch_s=1000) == 1
+    assert limits.record(number, kind=CommandKind.SEND, now_s=1, now_epoch_s=1001) == 3  # doubled
+    assert (
+        limits.record(number, kind=CommandKind.SEND, now_s=3, now_epoch_s=1003) == 7
+    )  # 4 s: the cap
     assert limits.send_ready_at("+1") == 7
     assert limits.send_ready_at("+2") < 0  # other numbers go on
-    limits.succeeded(PauseScope.NUMBER, "+1")
-    assert limits.pause(number, now_s=8, now_epoch_s=1008) == 9  # fresh backoff
+    limits.record(Done("m-1", ""), kind=CommandKind.SEND, sender="+1", now_s=7, now_epoch_s=1007)
+    assert (
+        limits.record(number, kind=CommandKind.SEND, now_s=8, now_epoch_s=1008) == 9
+    )  # fresh backoff
 
     account = Throttle(PauseScope.ACCOUNT, None, None, error)
-    limits.pause(account, now_s=20, now_epoch_s=1020)
+    limits.record(account, kind=CommandKind.SEND, now_s=20, now_epoch_s=1020)
     assert limits.send_ready_at("+2") == 21
     assert limits.is_paused(PauseScope.ACCOUNT, None, 20.5)
 
     reset = Throttle(PauseScope.NUMBER_REQUESTS, None, 1042.5, error)
-    assert limits.pause(reset, now_s=30, now_epoch_s=1030) == 42.5
+    assert limits.record(reset, kind=CommandKind.SEND, now_s=30, now_epoch_s=1030) == 42.5
     assert limits.import_ready_at() == 42.5
     assert limits.send_ready_at("+2") < 30  # sends are another family
 
     lookups = Throttle(PauseScope.LOOKUPS, None, 1050.0, error)
-    limits.pause(lookups, now_s=40, now_epoch_s=1040)
+    limits.record(lookups, kind=CommandKind.SEND, now_s=40, now_epoch_s=1040)
     assert limits.send_ready_at("+2", lookup=True) == 50
     assert limits.send_ready_at("+2") < 40
+
+
+def _strikes_reset(limits: Limits, throttle: Throttle, now_s: float) -> bool:
+    """Whether a refusal in ``throttle``'s scope at ``now_s`` starts a fresh backoff."""
+    until = limits.record(throttle, kind=CommandKind.SEND, now_s=now_s, now_epoch_s=now_s)
+    return until == now_s + 1
+
+
+@pytest.mark.parametrize(
+    ("outcome", "kind", "looked_up", "fresh"),
+    [
+        # A send done: the account, its number and the send family start afresh.
+        (Done("m", ""), CommandKind.SEND, False, {"account", "number", "sends"}),
+        (Done("m", "", recovered=True), CommandKind.SEND, True,
+         {"account", "number", "sends", "lookups"}),
+        # An import done: the number requests.
+        (Done("n", ""), CommandKind.IMPORT, False, {"number-requests"}),
+        # A look-up that went through, whatever came of the send after it.
+        (Retry(1.0, ResultError(message="m")), CommandKind.SEND, True, {"lookups"}),
+        # Anything else changes nothing.
+        (Retry(1.0, ResultError(message="m")), CommandKind.SEND, False, set()),
+        (Fail(FailureReason.REJECTED, ResultError(message="m")), CommandKind.SEND, False, set()),
+        (AlreadyImported(ResultError(message="m")), CommandKind.IMPORT, False, set()),
+        (Unavailable(ResultError(message="m"), lookup=False), CommandKind.SEND, False, set()),
+    ],
+)  # fmt: skip
+def test_record_resets_the_backoff_of_the_scopes_a_request_went_through(
+    outcome: Outcome, kind: CommandKind, looked_up: bool, fresh: set[str]
+) -> None:
+    settings = WorkerSettings(rate_limit_pause_s=1, rate_limit_pause_max_s=100)
+    limits = Limits(settings)
+    error = ResultError(message="m")
+    throttles = {
+        "account": Throttle(PauseScope.ACCOUNT, None, None, error),
+        "number": Throttle(PauseScope.NUMBER, "+1", None, error),
+        "sends": Throttle(PauseScope.SENDS, None, None, error),
+        "number-requests": Throttle(PauseScope.NUMBER_REQUESTS, None, None, error),
+        "lookups": Throttle(PauseScope.LOOKUPS, None, None, error),
+    }
+    for throttle in throttles.values():
+        limits.record(throttle, kind=CommandKind.SEND, now_s=0, now_epoch_s=0)  # one strike each
+    assert (
+        limits.record(outcome, kind=kind, sender="+1", looked_up=looked_up, now_s=5, now_epoch_s=5)
+        is None
+    )
+    assert {name for name, t in throttles.items() if _strikes_reset(limits, t, 10)} == fresh
 
 
 def test_number_requests_have_their_own_lane() -> None:
@@ -423,7 +475,9 @@ def test_a_429_reset_time_is_clamped(reset_in_s: float, pause_s: float) -> None:
         WorkerSettings(rate_limit_reset_min_s=1.5, rate_limit_reset_max_s=40, rate_limit_pause_s=1)
     )
     throttle = Throttle(PauseScope.LOOKUPS, None, 1000.0 + reset_in_s, ResultError(message="m"))
-    assert limits.pause(throttle, now_s=10.0, now_epoch_s=1000.0) == pytest.approx(10.0 + pause_s)
+    assert limits.record(
+        throttle, kind=CommandKind.SEND, now_s=10.0, now_epoch_s=1000.0
+    ) == pytest.approx(10.0 + pause_s)
     assert limits.send_ready_at("+1", lookup=True) == pytest.approx(10.0 + pause_s)
 
 

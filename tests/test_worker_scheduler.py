@@ -7,6 +7,7 @@ import itertools
 import math
 from dataclasses import dataclass
 
+from bridge.events.commands import CommandKind
 from bridge.events.results import ResultError
 from bridge.settings import WorkerSettings
 from bridge.worker.decisions import PauseScope, Throttle
@@ -14,6 +15,8 @@ from bridge.worker.limits import Limits
 from bridge.worker.scheduler import HOLD, ImportScheduler, Park, SendScheduler
 
 TIERS = (1.0, 5.0, 30.0, 120.0, 600.0)
+
+SEND = CommandKind.SEND
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,11 @@ def test_a_busy_number_parks_what_it_cannot_send_soon() -> None:
 
 def test_the_first_command_of_a_sender_is_always_held() -> None:
     scheduler, limits = _scheduler(account_messages_per_s=1, number_messages_per_s=1)
-    limits.pause(
-        Throttle(PauseScope.NUMBER, "+1", None, ResultError(message="m")), now_s=0, now_epoch_s=0
+    limits.record(
+        Throttle(PauseScope.NUMBER, "+1", None, ResultError(message="m")),
+        kind=SEND,
+        now_s=0,
+        now_epoch_s=0,
     )  # 1 s: shorter than hold_s
     assert scheduler.admit(Item("+1", 0), 0.0) is HOLD
     assert scheduler.admit(Item("+1", 1), 0.0) is HOLD  # due in 1 s
@@ -96,8 +102,11 @@ def test_the_first_command_of_a_paused_sender_is_parked_when_the_pause_is_long()
     scheduler, limits = _scheduler(
         account_messages_per_s=1, number_messages_per_s=1, rate_limit_pause_s=10
     )
-    limits.pause(
-        Throttle(PauseScope.NUMBER, "+1", None, ResultError(message="m")), now_s=0, now_epoch_s=0
+    limits.record(
+        Throttle(PauseScope.NUMBER, "+1", None, ResultError(message="m")),
+        kind=SEND,
+        now_s=0,
+        now_epoch_s=0,
     )
     assert isinstance(scheduler.admit(Item("+1", 0), 0.0), Park)
 
@@ -112,8 +121,11 @@ def test_a_refused_command_goes_first_again_after_the_pause() -> None:
     scheduler.admit(Item("+1", 0), 0.0)
     scheduler.admit(Item("+1", 1), 0.0)
     [first] = scheduler.take(0.0)
-    limits.pause(
-        Throttle(PauseScope.ACCOUNT, None, None, ResultError(message="m")), now_s=0, now_epoch_s=0
+    limits.record(
+        Throttle(PauseScope.ACCOUNT, None, None, ResultError(message="m")),
+        kind=SEND,
+        now_s=0,
+        now_epoch_s=0,
     )
     assert scheduler.put_back(first, 0.0) is HOLD
     assert scheduler.take(0.5) == []
@@ -128,8 +140,11 @@ def test_a_long_pause_parks_even_the_first_command() -> None:
     )
     [first] = [i for i in (Item("+1", 0),) if scheduler.admit(i, 0.0) is HOLD]
     assert scheduler.take(0.0) == [first]
-    limits.pause(
-        Throttle(PauseScope.NUMBER, "+1", None, ResultError(message="m")), now_s=0, now_epoch_s=0
+    limits.record(
+        Throttle(PauseScope.NUMBER, "+1", None, ResultError(message="m")),
+        kind=SEND,
+        now_s=0,
+        now_epoch_s=0,
     )
     assert scheduler.put_back(first, 0.0) == Park(delay_s=5.0, due_in_s=5.0)
     assert scheduler.admit(Item("+1", 1), 0.0) == Park(delay_s=5.0, due_in_s=5.0)
@@ -139,8 +154,11 @@ def test_a_long_pause_parks_even_the_first_command() -> None:
 
 def test_lookups_wait_for_the_lookup_family() -> None:
     scheduler, limits = _scheduler(account_messages_per_s=0, number_messages_per_s=0)
-    limits.pause(
-        Throttle(PauseScope.LOOKUPS, None, 1.5, ResultError(message="m")), now_s=0, now_epoch_s=0
+    limits.record(
+        Throttle(PauseScope.LOOKUPS, None, 1.5, ResultError(message="m")),
+        kind=SEND,
+        now_s=0,
+        now_epoch_s=0,
     )
     assert scheduler.admit(Item("+1", 0, needs_lookup=True), 0.0) is HOLD
     assert scheduler.admit(Item("+2", 0), 0.0) is HOLD

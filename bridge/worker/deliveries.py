@@ -47,6 +47,8 @@ class Delivery:
     last_error: ResultError | None
     expires_at_epoch_s: float | None = None
     queued_at_epoch_s: float | None = None  # see ``queued_at``; set at intake
+    # A look-up of it went through since its outcome was last recorded (``Limits.record``).
+    looked_up: bool = False
 
     def is_expired(self, now_epoch_s: float) -> bool:
         return self.expires_at_epoch_s is not None and now_epoch_s >= self.expires_at_epoch_s

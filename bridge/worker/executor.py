@@ -43,7 +43,6 @@ from bridge.worker.decisions import (
     Fail,
     Operation,
     Outcome,
-    PauseScope,
     RetryPolicy,
     Throttle,
     Unavailable,
@@ -51,7 +50,6 @@ from bridge.worker.decisions import (
     spends_attempt,
 )
 from bridge.worker.deliveries import Delivery
-from bridge.worker.limits import Limits
 from bridge.worker.metrics import WorkerMetrics
 from bridge.worker.outage import CatapultWatch
 
@@ -67,7 +65,6 @@ class Executor:
         *,
         worker: WorkerSettings,
         catapult: CatapultSettings,
-        limits: Limits,
         metrics: WorkerMetrics,
         watch: CatapultWatch,
         rng: random.Random | None = None,
@@ -76,7 +73,6 @@ class Executor:
         self._watch = watch
         self._settings = worker
         self._catapult = catapult
-        self._limits = limits
         self._metrics = metrics
         self._policy = RetryPolicy.from_settings(worker)
         self._random = rng or random.Random()  # noqa: S311 - jitter, not security
@@ -178,7 +174,7 @@ class Executor:
                 outcomes[delivery] = self._classify(delivery, found, Operation.LOOKUP)
                 continue
             self._count(delivery)
-            self._limits.succeeded(PauseScope.LOOKUPS)
+            delivery.looked_up = True
             message: Message | None = found.get(delivery.command_id)
             if message is not None:
                 log.info(
@@ -229,7 +225,6 @@ class Executor:
         if isinstance(ref, CatapultError):
             return self._classify(delivery, ref, Operation.IMPORT)
         self._count(delivery)
-        self._limits.succeeded(PauseScope.NUMBER_REQUESTS)
         return Done(ref.id, ref.location)
 
     # -- the boundary ----------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from bridge.events.results import FailureReason, ResultError
 from bridge.logs import RESULTS_LOGGER
 from bridge.settings import WorkerSettings
 from bridge.worker.consumer import CommandConsumer, OnMessage
-from bridge.worker.decisions import Done, Fail, Outcome, PauseScope, Throttle, Unavailable
+from bridge.worker.decisions import Fail, Outcome, Throttle, Unavailable
 from bridge.worker.deliveries import (
     Delivery,
     Rejected,
@@ -349,21 +349,26 @@ class CommandFlow:
                 raise failure
 
     async def _conclude(self, delivery: Delivery, outcome: Outcome) -> None:
+        looked_up, delivery.looked_up = delivery.looked_up, False
+        until_s = self._limits.record(
+            outcome,
+            kind=delivery.kind,
+            sender=delivery.sender,
+            looked_up=looked_up,
+            now_s=self._clock(),
+            now_epoch_s=time.time(),
+        )
         if isinstance(outcome, Throttle):
-            self._throttle(delivery, outcome)
+            assert until_s is not None
+            self._throttle(delivery, outcome, until_s=until_s)
             return
         if isinstance(outcome, Unavailable):
             disposition = self._planner.for_outage(delivery, lookup=outcome.lookup, now=_now())
             await self._settle(delivery, disposition)
             return
-        if isinstance(outcome, Done) and delivery.kind is CommandKind.SEND:
-            self._limits.succeeded(PauseScope.ACCOUNT)
-            self._limits.succeeded(PauseScope.NUMBER, delivery.sender)
-            self._limits.succeeded(PauseScope.SENDS)
         await self._settle(delivery, self._planner.for_outcome(delivery, outcome, now=_now()))
 
-    def _throttle(self, delivery: Delivery, throttle: Throttle) -> None:
-        until = self._limits.pause(throttle, now_s=self._clock(), now_epoch_s=time.time())
+    def _throttle(self, delivery: Delivery, throttle: Throttle, *, until_s: float) -> None:
         self._metrics.pauses.labels(throttle.scope.value).inc()
         log.info(
             "Catapult refused command %s (%s): pausing %s%s for %.2f s",
@@ -371,7 +376,7 @@ class CommandFlow:
             throttle.error.code,
             throttle.scope.value,
             f" {throttle.key}" if throttle.key else "",
-            max(0.0, until - self._clock()),
+            max(0.0, until_s - self._clock()),
             extra={"command_id": delivery.command_id},
         )
         if delivery.kind is CommandKind.IMPORT:

@@ -12,10 +12,12 @@ full rate, sends then go out ``rate * 10`` per 10 s plus one call's round trip).
 limits apply only to person-to-person numbers (``worker.a2p_numbers`` are exempt). A rate of 0
 switches them off.
 
-Pauses come from Catapult's refusals: a 403 ``message-rate-limit*`` pauses the account or one
-number (no reset time is given, so the pause starts at ``rate_limit_pause_s`` and doubles while the
-refusals go on, up to ``rate_limit_pause_max_s``); a 429 pauses its resource family until
-``X-RateLimit-Reset``, kept between ``rate_limit_reset_min_s`` and ``rate_limit_reset_max_s``.
+Pauses come from Catapult's refusals, which ``record`` is told of with every other outcome: a 403
+``message-rate-limit*`` pauses the account or one number (no reset time is given, so the pause
+starts at ``rate_limit_pause_s`` and doubles while the refusals go on, up to
+``rate_limit_pause_max_s``, until a request of the scope goes through); a 429 pauses its resource
+family until ``X-RateLimit-Reset``, kept between ``rate_limit_reset_min_s`` and
+``rate_limit_reset_max_s``.
 
 Times are passed in (monotonic seconds; wall-clock seconds only to read a reset time). No I/O and no
 clock here; every operation is constant time per send, amortised, whatever the rates (the buckets
@@ -32,8 +34,9 @@ from collections import deque
 from dataclasses import dataclass
 
 from bridge.catapult import RATE_WINDOW_S
+from bridge.events.commands import CommandKind
 from bridge.settings import WorkerSettings
-from bridge.worker.decisions import PauseScope, Throttle
+from bridge.worker.decisions import Done, Outcome, PauseScope, Throttle
 
 _PRUNE_EVERY = 1024
 _UNLIMITED = 1 << 30
@@ -341,9 +344,40 @@ class Limits:
     def take_import(self, now_s: float) -> None:
         self._number_requests.take(now_s)
 
-    # -- pauses ----------------------------------------------------------------------------------
+    # -- outcomes and pauses ---------------------------------------------------------------------
 
-    def pause(self, throttle: Throttle, *, now_s: float, now_epoch_s: float) -> float:
+    def record(
+        self,
+        outcome: Outcome,
+        *,
+        kind: CommandKind,
+        sender: str = "",
+        looked_up: bool = False,
+        now_s: float,
+        now_epoch_s: float,
+    ) -> float | None:
+        """What one command's outcome does to the limits: the only way outcomes change them.
+
+        A refusal (``Throttle``) pauses its scope; the monotonic time the scope opens again is
+        returned. A command done resets the backoff of the scopes its request went through (a
+        send: the account, its number and the send family; an import: the number requests), and
+        a look-up that went through for it (``looked_up``, whatever came after) that of the
+        look-ups: the next refusal there starts a fresh backoff. Other outcomes change nothing.
+        """
+        if looked_up:
+            self._succeeded(PauseScope.LOOKUPS)
+        if isinstance(outcome, Throttle):
+            return self._pause(outcome, now_s=now_s, now_epoch_s=now_epoch_s)
+        if isinstance(outcome, Done):
+            if kind is CommandKind.SEND:
+                self._succeeded(PauseScope.ACCOUNT)
+                self._succeeded(PauseScope.NUMBER, sender)
+                self._succeeded(PauseScope.SENDS)
+            else:
+                self._succeeded(PauseScope.NUMBER_REQUESTS)
+        return None
+
+    def _pause(self, throttle: Throttle, *, now_s: float, now_epoch_s: float) -> float:
         """Apply a refusal; return the monotonic time the paused scope opens again."""
         key: PauseKey = (throttle.scope, throttle.key)
         pause = self._pauses.get(key)
@@ -363,7 +397,7 @@ class Limits:
         self._pauses[key] = _Pause(until_s=until, strikes=strikes)
         return until
 
-    def succeeded(self, scope: PauseScope, key: str | None = None) -> None:
+    def _succeeded(self, scope: PauseScope, key: str | None = None) -> None:
         """A request in ``scope`` went through: the next refusal starts a fresh backoff."""
         pause = self._pauses.get((scope, key))
         if pause is not None:

@@ -167,7 +167,6 @@ class Worker:
             self._client,
             worker=settings.worker,
             catapult=settings.catapult,
-            limits=limits,
             metrics=self.metrics,
             watch=watch,
         )
