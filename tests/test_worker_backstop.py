@@ -11,8 +11,9 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection, Exch
 
 from bridge.broker import Topology
 from bridge.events.cloudevents import EventType
+from bridge.logs import RESULTS_LOGGER
 from bridge.settings import Settings
-from tests.fixtures.worker import MakeWorkerEnv, WorkerEnv, send_body
+from tests.fixtures.worker import MakeWorkerEnv, WorkerEnv, send_body, watch_log
 
 PASSWORD = "limit-test-dashboard-password"
 ACCOUNT = "4455667"
@@ -54,14 +55,28 @@ async def test_the_broker_delivery_limit_ends_in_a_result_and_a_redacted_dead_le
     # Delivered twice and given back twice: over the limit of 1, the broker dead-letters both.
     await _give_back(env, env.topology.import_queue, 2)
     await _give_back(env, env.topology.send_queue, 2)
-    await env.worker.start()
-    for command_id, kind in ((imported, EventType.IMPORT_FAILED), (sent, EventType.SEND_FAILED)):
-        event = await env.result(command_id)
-        assert event["type"] == kind
-        assert event["data"]["reason"] == "delivery-limit"
-        assert event["data"]["error"]["code"] == "delivery_limit"
-        dead = await env.dead_letter(command_id)
-        assert (dead.headers or {})["x-bridge-reason"] == "delivery-limit"
+    with watch_log(RESULTS_LOGGER, "command dead-lettered") as dead_lines:
+        await env.worker.start()
+        for command_id, kind in (
+            (imported, EventType.IMPORT_FAILED),
+            (sent, EventType.SEND_FAILED),
+        ):
+            event = await env.result(command_id)
+            assert event["type"] == kind
+            assert event["data"]["reason"] == "delivery-limit"
+            assert event["data"]["error"]["code"] == "delivery_limit"
+            dead = await env.dead_letter(command_id)
+            assert (dead.headers or {})["x-bridge-reason"] == "delivery-limit"
+        # Each ends as every dead-lettered command does: its one line, and counted.
+        lines = await dead_lines.seen_times(2)
+    assert sorted(r.command_id for r in lines) == sorted((imported, sent))  # type: ignore[attr-defined]
+    assert {r.reason for r in lines} == {"delivery-limit"}  # type: ignore[attr-defined]
+    metrics = env.worker.metrics.registry
+    dead_letters = {"reason": "delivery-limit"}
+    assert metrics.get_sample_value("bridge_worker_dead_letters_total", dead_letters) == 2
+    for kind_label in ("import", "send"):
+        failed = {"command": kind_label, "outcome": "failed"}
+        assert metrics.get_sample_value("bridge_worker_results_total", failed) == 1
     dead_import = await env.dead_letter(imported)
     assert orjson.loads(dead_import.body) == {
         "number": "+19195550100",

@@ -17,6 +17,7 @@ No I/O here: the message is only read.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from bridge.broker.intake import Inbound, is_stale
 from bridge.events import headers as h
@@ -95,6 +96,38 @@ class Rejected:
     poison: Poison
     command_id: str
     id_source: IdSource
+    attempts: int = 0
+
+
+@dataclass(eq=False, slots=True)
+class Unread:
+    """A message the worker failed to take in (a bug): it can only be given back."""
+
+    message: Inbound
+    queue: str
+    kind: CommandKind
+    command_id: str
+    attempts: int = 0
+
+
+class Taken(Protocol):
+    """What the flow settles: a message of a command or backstop queue, read as far as it went.
+
+    A ``Delivery``, a ``Rejected``, a ``DeadLettered`` or an ``Unread``: each names its message,
+    its queue, its kind, its command and the attempts made, which is all that settling it, its
+    metrics and its log line need.
+    """
+
+    @property
+    def message(self) -> Inbound: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def kind(self) -> CommandKind: ...
+    @property
+    def command_id(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -194,6 +227,8 @@ __all__ = [
     "DeadLettered",
     "Delivery",
     "Rejected",
+    "Taken",
+    "Unread",
     "expires_at",
     "queued_at",
     "read_dead_lettered",

@@ -5,8 +5,13 @@ to its sender's lane (held, or parked for later), an import to the number lane. 
 take ready work within the limits and the call slots; the executor calls Catapult; ``_conclude``
 gives each command its end: a rate-limit refusal pauses the scope and puts the command back at the
 head of its lane (no attempt spent), anything else becomes a ``Disposition`` (``Planner``) that
-``CommandConsumer.settle`` carries out. At shutdown, ``give_back_held`` returns what is held to the
-broker, and a call cancelled at the drain deadline gives its commands back too.
+``finish`` carries out: the one place a command is settled, counted in the metrics and given its
+log line. At shutdown, ``give_back_held`` returns what is held to the broker, and a call cancelled
+at the drain deadline gives its commands back too.
+
+The stages, in the order of this module: intake (``_on_message``, ``_take_in``), admission to a
+lane (``SendScheduler.admit``), the calls (``_take_sends``, ``_run_sends``, ``_run_import``), the
+conclusion (``_conclude``: ``Limits.record`` and a disposition), and ``finish``.
 
 While Catapult is down (``outage.CatapultWatch``) the command queues are not consumed, the
 dispatchers start no call, and every command held, taken in late or failing for want of Catapult
@@ -24,7 +29,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from bridge.broker import Inbound, Topology
-from bridge.catapult import MAX_BATCH
 from bridge.events import headers as h
 from bridge.events.commands import CommandKind
 from bridge.events.results import FailureReason, ResultError
@@ -35,6 +39,8 @@ from bridge.worker.decisions import Fail, Outcome, Throttle, Unavailable
 from bridge.worker.deliveries import (
     Delivery,
     Rejected,
+    Taken,
+    Unread,
     expires_at,
     queued_at,
     read_dead_lettered,
@@ -63,11 +69,16 @@ class CommandFlow:
         consumer: CommandConsumer,
         executor: Executor,
         limits: Limits,
+        sends: SendScheduler[Delivery],
+        imports: ImportScheduler[Delivery],
+        pacing: Pacing,
+        planner: Planner,
         metrics: WorkerMetrics,
         in_flight: InFlight,
         watch: CatapultWatch,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """Wire the parts ``Worker`` built (``worker.py``: the one place they are made)."""
         self._topology = topology
         self._watch = watch
         self._following = asyncio.Lock()
@@ -77,24 +88,13 @@ class CommandFlow:
         self._metrics = metrics
         self._in_flight = in_flight
         self._clock = clock
-        self._planner = Planner(topology)
+        self._planner = planner
         self._max_age_s = settings.max_age_s
         self._lookup_window_s = settings.lookup_window_s
         self._accepting = True
-        self._sends: SendScheduler[Delivery] = SendScheduler(
-            limits,
-            hold_s=settings.hold_s,
-            park_tiers_s=topology.retry_delays_s,
-            batch_max=min(settings.batch_max, MAX_BATCH),
-            window=settings.send_prefetch,
-        )
-        self._imports: ImportScheduler[Delivery] = ImportScheduler(limits)
-        # Sends in flight follow the allowed rate and the answer time (Little's law).
-        self._pacing = Pacing(
-            rate_per_s=settings.account_messages_per_s,
-            batch_max=min(settings.batch_max, MAX_BATCH),
-            max_in_flight=settings.concurrency * min(settings.batch_max, MAX_BATCH),
-        )
+        self._sends = sends
+        self._imports = imports
+        self._pacing = pacing
         self._sends_in_flight = 0
         self._held_sends = metrics.held.labels("send")
         self._held_imports = metrics.held.labels("import")
@@ -145,7 +145,7 @@ class CommandFlow:
         """Nack every held command back to the broker (shutdown); return how many."""
         held = self._sends.drain() + self._imports.drain()
         self._update_gauges()
-        await asyncio.gather(*(self._settle(d, GIVE_BACK) for d in held))
+        await asyncio.gather(*(self.finish(d, GIVE_BACK) for d in held))
         return len(held)
 
     # -- Catapult down and back ------------------------------------------------------------------
@@ -168,7 +168,7 @@ class CommandFlow:
                 if held:
                     log.info("sending %d held commands back to wait for Catapult", len(held))
                 await asyncio.gather(
-                    *(self._settle(d, self._planner.for_outage(d, now=_now())) for d in held)
+                    *(self.finish(d, self._planner.for_outage(d, now=_now())) for d in held)
                 )
             elif self._accepting:
                 await self._consumer.resume(queues)
@@ -188,15 +188,16 @@ class CommandFlow:
                 "unexpected failure taking in message %s: giving it back", message.message_id
             )
             # Requeued; RabbitMQ's delivery limit dead-letters it if this happens every time.
-            await self._consumer.settle(message, GIVE_BACK, command_id=message.message_id or "")
+            unread = Unread(message, queue, kind, command_id=message.message_id or "")
+            await self.finish(unread, GIVE_BACK)
 
     async def _take_in(self, message: Inbound, *, queue: str, kind: CommandKind) -> None:
         delivery = read_delivery(message, queue=queue, kind=kind)
         if isinstance(delivery, Rejected):
-            await self._reject(delivery)
+            await self.finish(delivery, self._planner.for_rejected(delivery, now=_now()))
             return
         if not self._accepting:
-            await self._settle(delivery, GIVE_BACK)
+            await self.finish(delivery, GIVE_BACK)
             return
         now_epoch = time.time()
         delivery.expires_at_epoch_s = expires_at(
@@ -212,7 +213,7 @@ class CommandFlow:
             await self._conclude(delivery, _expired(delivery))
             return
         if self._watch.is_down:  # delivered before the consumer was cancelled
-            await self._settle(delivery, self._planner.for_outage(delivery, now=_now()))
+            await self.finish(delivery, self._planner.for_outage(delivery, now=_now()))
             return
         if kind is CommandKind.IMPORT:
             self._imports.admit(delivery)
@@ -223,9 +224,7 @@ class CommandFlow:
                 due_in_s = delivery.due_at_epoch_s - time.time()
             admission = self._sends.admit(delivery, self._clock(), due_in_s=due_in_s)
             if isinstance(admission, Park):
-                await self._settle(
-                    delivery, self._planner.for_park(delivery, admission, now=_now())
-                )
+                await self.finish(delivery, self._planner.for_park(delivery, admission, now=_now()))
             else:
                 self.send_dispatcher.wake()
 
@@ -238,28 +237,17 @@ class CommandFlow:
             finish = self._planner.for_dead_lettered(dead, now=_now())
         except Exception:  # the per-message boundary, as for commands
             log.exception("unexpected failure reading dead-lettered message %s", message.message_id)
-            await self._consumer.settle(message, GIVE_BACK, command_id=message.message_id or "")
+            unread = Unread(message, queue, kind, command_id=message.message_id or "")
+            await self.finish(unread, GIVE_BACK)
             return
-        log.warning(
+        log.info(
             "RabbitMQ dead-lettered command %s from %s itself (%s): publishing its failed result",
             dead.command_id,
             queue,
             dead.reason,
             extra={"command_id": dead.command_id, "message_id": message.message_id},
         )
-        if await self._consumer.settle(message, finish, command_id=dead.command_id):
-            reason = str(finish.dead_letter.headers[h.REASON]) if finish.dead_letter else ""
-            self._metrics.results.labels(kind.value, "failed").inc()
-            self._metrics.dead_letters.labels(reason).inc()
-
-    async def _reject(self, rejected: Rejected) -> None:
-        finish = self._planner.for_rejected(rejected, now=_now())
-        if await self._consumer.settle(
-            rejected.message, finish, command_id=rejected.command_id
-        ):  # fmt: skip
-            self._metrics.results.labels(rejected.kind.value, "failed").inc()
-            self._metrics.dead_letters.labels("invalid-command").inc()
-            self._log_finish(rejected.command_id, rejected.queue, finish, attempts=0)
+        await self.finish(dead, finish)
 
     # -- calls -----------------------------------------------------------------------------------
 
@@ -330,7 +318,7 @@ class CommandFlow:
         return live
 
     async def _give_back(self, deliveries: list[Delivery]) -> None:
-        await asyncio.gather(*(self._settle(d, GIVE_BACK) for d in deliveries))
+        await asyncio.gather(*(self.finish(d, GIVE_BACK) for d in deliveries))
 
     async def _conclude_all(self, results: list[tuple[Delivery, Outcome]]) -> None:
         done = await asyncio.gather(
@@ -344,7 +332,7 @@ class CommandFlow:
                     exc_info=failure,
                     extra={"command_id": delivery.command_id},
                 )
-                await self._settle(delivery, GIVE_BACK)
+                await self.finish(delivery, GIVE_BACK)
             elif isinstance(failure, BaseException):
                 raise failure
 
@@ -364,9 +352,9 @@ class CommandFlow:
             return
         if isinstance(outcome, Unavailable):
             disposition = self._planner.for_outage(delivery, lookup=outcome.lookup, now=_now())
-            await self._settle(delivery, disposition)
+            await self.finish(delivery, disposition)
             return
-        await self._settle(delivery, self._planner.for_outcome(delivery, outcome, now=_now()))
+        await self.finish(delivery, self._planner.for_outcome(delivery, outcome, now=_now()))
 
     def _throttle(self, delivery: Delivery, throttle: Throttle, *, until_s: float) -> None:
         self._metrics.pauses.labels(throttle.scope.value).inc()
@@ -387,28 +375,34 @@ class CommandFlow:
         admission = self._sends.put_back(delivery, self._clock())
         if isinstance(admission, Park):
             disposition = self._planner.for_park(delivery, admission, now=_now())
-            self._in_flight.spawn(self._settle(delivery, disposition), name="park after refusal")
+            self._in_flight.spawn(self.finish(delivery, disposition), name="park after refusal")
         self.send_dispatcher.wake()
 
-    async def _settle(self, delivery: Delivery, disposition: Disposition) -> None:
+    # -- the end of a round ----------------------------------------------------------------------
+
+    async def finish(self, taken: Taken, disposition: Disposition) -> None:
+        """Carry ``disposition`` out for ``taken``; count it, and log a command's end.
+
+        The one way from the flow to the broker's ack (``CommandConsumer.settle``): a result or a
+        dead letter, a copy through a delay tier, or the delivery given back. Counted only once
+        it took effect: a commit the broker refused leaves the message to be delivered again.
+        """
         settled = await self._consumer.settle(
-            delivery.message, disposition, command_id=delivery.command_id
+            taken.message, disposition, command_id=taken.command_id
         )
         if not settled:
             return
-        kind = delivery.kind.value
+        kind = taken.kind.value
         if isinstance(disposition, Finish):
             self._metrics.results.labels(kind, disposition.outcome).inc()
             if disposition.dead_letter is not None:
                 reason = str(disposition.dead_letter.headers.get(h.REASON, ""))
                 self._metrics.dead_letters.labels(reason).inc()
-            self._log_finish(
-                delivery.command_id, delivery.queue, disposition, attempts=delivery.attempts
-            )
+            self._log_finish(taken, disposition)
         elif isinstance(disposition, Republish):
             self._metrics.republished.labels(kind, disposition.why).inc()
 
-    def _log_finish(self, command_id: str, queue: str, finish: Finish, *, attempts: int) -> None:
+    def _log_finish(self, taken: Taken, finish: Finish) -> None:
         """The command's one line: INFO when it finished, WARNING when it was dead-lettered."""
         dead = finish.dead_letter
         if dead is None:
@@ -419,9 +413,9 @@ class CommandFlow:
                 extra={
                     "outcome": finish.outcome,
                     "routing_key": finish.result.routing_key,
-                    "command_id": command_id,
+                    "command_id": taken.command_id,
                     "resource_id": finish.resource_id,
-                    "attempts": attempts,
+                    "attempts": taken.attempts,
                 },
             )
             return
@@ -436,9 +430,9 @@ class CommandFlow:
                 "error_message": headers.get(h.ERROR_MESSAGE),
                 "outcome": finish.outcome,
                 "routing_key": finish.result.routing_key,
-                "command_id": command_id,
-                "attempts": attempts,
-                "dead_letter_queue": self._topology.dead_letter_queue(queue),
+                "command_id": taken.command_id,
+                "attempts": taken.attempts,
+                "dead_letter_queue": self._topology.dead_letter_queue(taken.queue),
             },
         )
 

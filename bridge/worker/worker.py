@@ -7,7 +7,9 @@
 
 or ``async with Worker(settings, client): ...``.
 
-``start`` builds the parts, starts the two dispatchers and connects to RabbitMQ through a
+``start`` builds the parts (all of them: the consumer, the limits, the Catapult watch, the
+executor, the schedulers, the pacing, the planner; ``CommandFlow`` only wires them), starts the two
+dispatchers and connects to RabbitMQ through a
 ``BrokerLink`` (``bridge.broker``: the connection, the shared topology, the confirm channel for
 everything the worker publishes, and a consumer of the send and import queues on every
 connection). Without RabbitMQ the worker starts anyway and waits, not ready, while the link keeps
@@ -41,7 +43,7 @@ from types import TracebackType
 from prometheus_client import CollectorRegistry
 
 from bridge.broker import BrokerLink, Session, Topology
-from bridge.catapult import CatapultClient
+from bridge.catapult import MAX_BATCH, CatapultClient
 from bridge.events.commands import CommandKind
 from bridge.settings import Settings
 from bridge.worker import shards as sharding
@@ -52,6 +54,9 @@ from bridge.worker.flow import CommandFlow
 from bridge.worker.limits import Limits
 from bridge.worker.metrics import WorkerMetrics
 from bridge.worker.outage import CatapultState, CatapultWatch
+from bridge.worker.pacing import Pacing
+from bridge.worker.scheduler import ImportScheduler, SendScheduler
+from bridge.worker.settlement import Planner
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +162,12 @@ class Worker:
             )
 
     async def _start(self) -> None:
+        # Every part of the command side is made here, and only here; ``CommandFlow`` wires them.
         settings = self.settings
+        worker = settings.worker
+        batch_max = min(worker.batch_max, MAX_BATCH)
         self._consumer = CommandConsumer(link=self._link, metrics=self.metrics)
-        limits = Limits(settings.worker)
+        limits = Limits(worker)
         self._watch = watch = CatapultWatch(
             self._client, settings=settings.worker, metrics=self.metrics
         )
@@ -172,11 +180,26 @@ class Worker:
         )
         self._executor = executor
         self._flow = flow = CommandFlow(
-            settings=settings.worker,
+            settings=worker,
             topology=self.topology,
             consumer=self._consumer,
             executor=executor,
             limits=limits,
+            sends=SendScheduler(
+                limits,
+                hold_s=worker.hold_s,
+                park_tiers_s=self.topology.retry_delays_s,
+                batch_max=batch_max,
+                window=worker.send_prefetch,
+            ),
+            imports=ImportScheduler(limits),
+            # Sends in flight follow the allowed rate and the answer time (Little's law).
+            pacing=Pacing(
+                rate_per_s=worker.account_messages_per_s,
+                batch_max=batch_max,
+                max_in_flight=worker.concurrency * batch_max,
+            ),
+            planner=Planner(self.topology),
             metrics=self.metrics,
             in_flight=self._in_flight,
             watch=watch,
@@ -185,7 +208,6 @@ class Worker:
             asyncio.create_task(flow.send_dispatcher.run_forever(), name="send dispatcher"),
             asyncio.create_task(flow.import_dispatcher.run_forever(), name="import dispatcher"),
         ]
-        worker = settings.worker
         for queue, kind, prefetch in (
             (self.topology.send_queue, CommandKind.SEND, worker.send_prefetch),
             (self.topology.import_queue, CommandKind.IMPORT, worker.number_concurrency),
