@@ -9,7 +9,11 @@ one number into the same shard queue. The copy and the ack of the original are o
 ``tx.commit``, and a channel that dies before it applies none), so a command is never in both
 queues, nor in neither. What gathers while a commit runs goes into the next one (group commit,
 ``COMMIT_MAX`` at most); a commit publishes in delivery order, so the shard queues receive one
-number's commands in the order the queue held them.
+number's commands in the order the queue held them. As the worker's committer does, a commit
+hands its publishes to aiormq's writer without waiting for each to drain (nothing takes effect
+before ``tx.commit``) and acks with one ``basic.ack(multiple=True)`` of its last tag: the router
+acks everything it takes, in order, so every earlier tag of the channel is in this commit or in
+one before it.
 
 A delivery the broker redelivered (a router died before its commit) may also have been taken by
 a worker before sharding was switched on: its copy carries ``x-bridge-lookup``, so the worker
@@ -29,6 +33,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import aiormq
 import orjson
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from pamqp.commands import Basic
@@ -177,6 +182,10 @@ class Router:
             self.routed += len(batch)
 
     async def _commit(self, channel: AbstractChannel, batch: list[DeliveredMessage]) -> None:
+        if not isinstance(channel, aiormq.Channel):
+            # aiormq's own channel publishes without waiting for the drain (its abstract one
+            # does not say so).
+            raise TypeError(f"the router needs an aiormq channel, not {type(channel).__name__}")
         with translated(f"routing {self.queue}"):
             for message in batch:
                 properties = message.header.properties
@@ -205,8 +214,13 @@ class Router:
                     exchange=self._exchange,
                     routing_key=self._key_of(message.body),
                     properties=copied,
+                    wait=False,
                 )
-                await channel.basic_ack(int(getattr(message.delivery, "delivery_tag", 0) or 0))
+            # Every delivery of this channel up to the batch's last is in the batch or was
+            # committed before it (the router acks all it takes, in order): one multiple ack
+            # stands for them all, and waits for the transport to drain.
+            last_tag = int(getattr(batch[-1].delivery, "delivery_tag", 0) or 0)
+            await channel.basic_ack(last_tag, multiple=True)
             await channel.tx_commit()
 
 
