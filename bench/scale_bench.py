@@ -12,7 +12,9 @@ end), the simulator (``bridge simulator`` in a process of its own) and each work
   the 403s the simulator answered, and the most sends of one number and of the account in any
   10 s window (Catapult allows rate x 10).
 
-The workers start together; once each has said it is ready (``--ready-line``) the commands are
+The workers start together; once each has said it is ready (``--ready-line``) and, with
+``worker.shards``, once they hold every shard between them and send from all they hold (their
+warm-up and balance done, from their log lines), the commands are
 published, and the time runs from the first publish to the last result in the results queue.
 Every run also counts sends that reached the simulator twice (by the command id in their tag).
 CPU per send is read from /proc for each worker, the simulator and RabbitMQ.
@@ -30,6 +32,7 @@ import argparse
 import asyncio
 import bisect
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -250,6 +253,9 @@ class ScaleBench:
         try:
             await asyncio.gather(*(child.start() for child in children))
             await asyncio.gather(*(c.wait_for(self.args.ready_line) for c in children))
+            shards = int(overrides.get("worker", {}).get("shards") or 0)
+            if shards:
+                await _sending_from_every_shard(children, shards, self.args.timeout_s)
             pids = [c.process.pid for c in children if c.process is not None]
             cpu_before = [cpu_seconds(pid) for pid in pids]
             sim_before, rabbit_before = cpu_seconds(sim_pid), self.broker_cpu_s()
@@ -347,6 +353,39 @@ def _settings_overrides(items: Sequence[str]) -> tuple[dict[str, Any], dict[str,
             value = raw
         (worker if section == "worker" else simulator)[name] = value
     return worker, simulator
+
+
+_HOLDING = re.compile(r"holding shard (\d+) of ")
+_GIVING_UP = re.compile(r"giving shard (\d+) of .* up")
+_SENDING_FROM = re.compile(r"sending from (\d+) of \d+ shards")
+
+
+def shard_state(lines: Sequence[str]) -> tuple[set[int], int]:
+    """The shards a worker holds and how many it sends from, from its log lines."""
+    held: set[int] = set()
+    warm = 0
+    for line in lines:
+        if match := _HOLDING.search(line):
+            held.add(int(match[1]))
+        elif match := _GIVING_UP.search(line):
+            held.discard(int(match[1]))
+        elif match := _SENDING_FROM.search(line):
+            warm = int(match[1])
+    return held, warm
+
+
+async def _sending_from_every_shard(
+    children: Sequence[Child], shards: int, timeout_s: float
+) -> None:
+    """Until the workers hold every shard between them and send from all they hold: the warm-up
+    (``worker.shard_warmup_s``) and the balance of a start stay out of the figures."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            states = [shard_state([line for _, line in c.lines]) for c in children]
+            held = sum(len(h) for h, _ in states)
+            if held == shards and all(len(h) == warm for h, warm in states):
+                return
+            await asyncio.sleep(0.05)
 
 
 def scenarios(args: argparse.Namespace) -> list[Scenario]:

@@ -92,6 +92,8 @@ class Run:
     cpu_ms_per_send: dict[str, float]  # consumer, simulator, broker, driver
     refused: dict[str, int] = field(default_factory=dict)
     rss_samples: list[tuple[float, float]] = field(default_factory=list)  # (share done, MB)
+    send_requests: int | None = None  # POST /messages the simulator answered (None: not read)
+    lookups: int | None = None  # GET /messages (look-ups)
 
     @property
     def cpu_total(self) -> float:
@@ -361,6 +363,8 @@ class Bench:
             cpu = meter.per_send_ms(case.messages)
             rss = _status_mb(pid, "VmHWM:")
             refused = await self.control("GET", "/refusals")
+            # The simulator keeps its last 10,000 requests: enough for batched sends.
+            requests = await self.control("GET", "/requests")
         finally:
             if profiler is not None:
                 profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
@@ -374,7 +378,18 @@ class Bench:
         if failed:
             raise RuntimeError("the worker logged errors:\n" + "\n".join(failed[:20]))
         rate = case.messages / (finished_at - ready)
-        return Run(case, "worker", rate, rss, cpu, refused=refused or {}, rss_samples=samples)
+        messages = [r for r in requests or [] if str(r["path"]).endswith("/messages")]
+        return Run(
+            case,
+            "worker",
+            rate,
+            rss,
+            cpu,
+            refused=refused or {},
+            rss_samples=samples,
+            send_requests=sum(1 for r in messages if r["method"] == "POST"),
+            lookups=sum(1 for r in messages if r["method"] == "GET"),
+        )
 
     async def profile(self, pid: int, case: Case) -> asyncio.subprocess.Process:
         """py-spy sampling ``pid`` until SIGINT, into ``--py-spy``/<case>.txt (collapsed
@@ -565,11 +580,15 @@ def build_cases(args: argparse.Namespace) -> dict[str, list[Case]]:
 def _line(run: Run) -> str:
     cpu = run.cpu_ms_per_send
     refused = sum(run.refused.values())
-    return (
+    line = (
         f"  {run.consumer:>6} {run.sends_per_s:>9.1f}/s {run.peak_rss_mb:>7.1f} MB   "
         f"{cpu['consumer']:.3f} / {cpu['simulator']:.3f} / {cpu['broker']:.3f} / "
         f"{cpu['driver']:.3f} = {run.cpu_total:.3f}   403s: {refused}"
     )
+    if run.send_requests:
+        batch = run.case.messages / run.send_requests
+        line += f"   requests: {run.send_requests} (batch {batch:.1f}), look-ups: {run.lookups}"
+    return line
 
 
 def _met(ok: bool) -> str:
