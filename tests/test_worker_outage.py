@@ -182,7 +182,13 @@ async def test_a_sharded_worker_leaves_the_commands_in_their_shards_until_catapu
         assert sharding.is_paused
         assert sharding.held == []
         assert not worker_readiness(env.worker).is_ready
-        assert sharding.is_router  # routing calls no Catapult: it goes on
+        # It let go of what it held; it routes all the same (routing calls no Catapult).
+        assert registry.get_sample_value("bridge_worker_shards_held") == 0
+        given_up = {"why": "outage"}
+        assert (
+            registry.get_sample_value("bridge_worker_shards_given_up_total", given_up) or 0
+        ) >= 1
+        assert registry.get_sample_value("bridge_worker_shard_router") == 1
         # What was on its way at the pause went back once; then nothing is taken any more.
         taken = registry.get_sample_value("bridge_worker_republished_total", outage) or 0
         assert taken <= len(bodies)
@@ -206,4 +212,5 @@ async def test_a_sharded_worker_leaves_the_commands_in_their_shards_until_catapu
     assert env.dead.count == 0
     assert not sharding.is_paused
     assert sharding.warm
+    assert registry.get_sample_value("bridge_worker_shards_held") == len(sharding.held) >= 1
     assert worker_readiness(env.worker).is_ready

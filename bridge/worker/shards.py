@@ -38,6 +38,9 @@ where their holder-to-be takes them from, and a worker that sees Catapult up is 
 one that does not. ``resume`` consumes again, at the back of every line: the shards are held
 (and warmed up) anew as their deliveries and probes come, and the workers balance as usual.
 
+What this worker holds, warms, routes and counts, and the shards it lets go, are in the
+``bridge_worker_shard*`` metrics (``metrics.py``).
+
 Nothing here sends or acks a command: deliveries go to the worker's flow (``on_send``), which
 settles them as for an unsharded queue (results, retries and parking through ``outbound.sms``'s
 delay queues, back through the router). Probes are acked here.
@@ -59,6 +62,7 @@ from bridge.broker.topology import Topology
 from bridge.events import headers as h
 from bridge.settings import WorkerSettings
 from bridge.worker.limits import Limits
+from bridge.worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +110,7 @@ class Shards:
         topology: Topology,
         settings: WorkerSettings,
         limits: Limits,
+        metrics: WorkerMetrics,
         on_send: OnMessage,
         commit_timeout_s: float,
     ) -> None:
@@ -134,6 +139,12 @@ class Shards:
         # Balance, pause and resume change the intakes one at a time: a shard given up while
         # the intakes are paused must not be consumed again.
         self._lock = asyncio.Lock()
+        # Read at every scrape: they change with deliveries, timers, sessions and the router.
+        metrics.shards_held.set_function(lambda: len(self.held))
+        metrics.shards_warm.set_function(lambda: len(self.warm))
+        metrics.shard_router.set_function(lambda: 1.0 if self.is_router else 0.0)
+        metrics.shard_workers.set_function(lambda: self._workers or 0)
+        self._given_up = metrics.shards_given_up
 
     @property
     def held(self) -> list[int]:
@@ -187,7 +198,7 @@ class Shards:
             for intake in (self._presence, *(s.intake for s in self._shards)):
                 if intake is not None:
                     await intake.pause()
-            self._release_all()
+            self._release_all(why="outage")
         log.info("taking no commands from the shards of %s", self._topology.send_queue)
 
     async def resume(self) -> None:
@@ -222,6 +233,8 @@ class Shards:
             for intake in (self._router_lock, *(s.intake for s in self._shards)):
                 if intake is not None:
                     await intake.pause()
+        # Still held for the flow's drain (``close`` releases them), but no longer this worker's.
+        self._given_up.labels("stop").inc(len(self.held))
         await self._probe([s.queue for s in self._shards] + [self._topology.router_queue])
 
     async def close(self) -> None:
@@ -287,11 +300,15 @@ class Shards:
 
     async def _on_session(self, _session: Session) -> None:
         # Every consumer of a lost session is gone: nothing is held until deliveries say so.
-        self._release_all()
+        self._release_all(why="disconnected")
         self._workers = None
         self._share_account()
 
-    def _release_all(self) -> None:
+    def _release_all(self, *, why: str) -> None:
+        """Hold nothing (counting, under ``why``, the shards that were held)."""
+        held = self.held
+        if held:
+            self._given_up.labels(why).inc(len(held))
         for shard in self._shards:
             shard.release()
 
@@ -356,6 +373,7 @@ class Shards:
         )
         intake, shard.intake = shard.intake, None
         shard.release()
+        self._given_up.labels("balance").inc()
         self._share_account()
         if intake is not None:
             await intake.close()

@@ -201,6 +201,7 @@ class Worker:
                     topology=self.topology,
                     settings=worker,
                     limits=limits,
+                    metrics=self.metrics,
                     on_send=flow.on_message_for(queue, kind),
                     commit_timeout_s=settings.broker.confirm_timeout_s,
                 )
