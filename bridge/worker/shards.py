@@ -185,17 +185,17 @@ class Shards:
         cancelled, not their channels closed: what this worker took stays unacked for the flow
         to send back as copies (a quorum queue counts every return toward its delivery limit),
         and what arrives from before the cancel goes to the flow too. Nothing is held, so none
-        of this worker's share of the account is counted while paused; the presence queue is
-        not consumed either, so the other workers count one worker fewer, learn by probes which
-        shards came to them, and keep them rather than give them up to balance for a worker
-        that takes none.
+        of this worker's share of the account is counted while paused. The presence queue is
+        not consumed either, last, once the shards have passed: the other workers then count
+        one worker fewer, learn by probes which shards came to them, and keep them rather than
+        give them up to balance for a worker that takes none.
         """
         async with self._lock:
             if self._paused or self._stopping:
                 return
             self._paused = True
             self._workers = None  # counted again on resume, as at the start
-            for intake in (self._presence, *(s.intake for s in self._shards)):
+            for intake in (*(s.intake for s in self._shards), self._presence):
                 if intake is not None:
                     await intake.pause()
             self._release_all(why="outage")
@@ -205,13 +205,15 @@ class Shards:
         """Consume the shards (and the presence queue) again, at the back of every line.
 
         The shards that come to this worker are held from their first delivery or probe and
-        sent from after the warm-up; the next balance check takes its share from the others.
+        sent from after the warm-up. The presence queue is consumed last, once this worker is
+        in every shard's line: the others, counting it again, give it its share up to balance
+        (a shard given up before it was in line would go straight back to its holder).
         """
         async with self._lock:
             if not self._paused or self._stopping:
                 return
             self._paused = False
-            for intake in (self._presence, *(s.intake for s in self._shards)):
+            for intake in (*(s.intake for s in self._shards), self._presence):
                 if intake is not None:
                     await intake.resume()
             log.info("taking commands from the shards of %s again", self._topology.send_queue)
