@@ -142,3 +142,75 @@ async def test_one_command_failing_alone_is_not_an_outage(make_worker_env: MakeW
     assert data["attempts"] == 4
     assert env.worker.catapult_state is CatapultState.UP
     assert env.worker.metrics.registry.get_sample_value("bridge_worker_catapult_outages_total") == 0
+
+
+async def test_a_sharded_worker_leaves_the_commands_in_their_shards_until_catapult_is_back(
+    make_worker_env: MakeWorkerEnv, catapult_proxy: TcpProxy
+) -> None:
+    # Before, the shard queues were consumed all through the outage: every command taken was sent
+    # back through the shortest delay tier, came back through the router and was taken again, in
+    # a loop as long as the outage, each turn through the worker's memory.
+    shards = 4
+    env = await make_worker_env(
+        catapult={
+            "base_url": f"http://127.0.0.1:{catapult_proxy.port}/v1",
+            "connect_timeout_s": 1,
+        },
+        worker={**OUTAGE, "shards": shards, "shard_warmup_s": 0},
+    )
+    catapult_proxy.target = ("127.0.0.1", env.simulator.port)
+    await catapult_proxy.cut()
+    topology = env.topology
+    registry = env.worker.metrics.registry
+    outage = {"command": "send", "why": "outage"}
+    with (
+        watch_log(OUTAGE_LOGGER, "Catapult is down") as down,
+        watch_log(OUTAGE_LOGGER, "probe of Catapult failed") as probes,
+    ):
+        bodies = [
+            (
+                f"sharded-outage-{n}",
+                orjson.dumps(send_body(f"wait {n}", sender=(SENDER, OTHER_SENDER)[n % 2])),
+            )
+            for n in range(40)
+        ]
+        await env.publish_many(bodies, queue=topology.send_queue)
+        await down.seen(timeout_s=10)
+        assert not await env.worker._in_flight.wait(10)
+        sharding = env.worker.shards
+        assert sharding is not None
+        assert sharding.is_paused
+        assert sharding.held == []
+        assert not worker_readiness(env.worker).is_ready
+        # It let go of what it held; it routes all the same (routing calls no Catapult).
+        assert registry.get_sample_value("bridge_worker_shards_held") == 0
+        given_up = {"why": "outage"}
+        assert (
+            registry.get_sample_value("bridge_worker_shards_given_up_total", given_up) or 0
+        ) >= 1
+        assert registry.get_sample_value("bridge_worker_shard_router") == 1
+        # What was on its way at the pause went back once; then nothing is taken any more.
+        taken = registry.get_sample_value("bridge_worker_republished_total", outage) or 0
+        assert taken <= len(bodies)
+        # Six probes later (0.9 s at least, each longer than the shortest delay tier), every
+        # command waits in its shard queue, none of them consumed.
+        await probes.seen_times(len(probes.records) + 6, timeout_s=10)
+        assert registry.get_sample_value("bridge_worker_republished_total", outage) == taken
+        for i in range(shards):
+            assert await env.consumer_count(topology.shard_queue(i)) == 0
+        depths = [await env.queue_depth(topology.shard_queue(i)) for i in range(shards)]
+        assert sum(depths) == len(bodies), depths
+        assert env.worker._flow is not None
+        assert env.worker._flow.held_count == 0
+
+        await catapult_proxy.restore()
+        results = await env.results_for([mid for mid, _ in bodies], timeout_s=30)
+    for command_id, event in results.items():
+        assert event["data"]["outcome"] == "succeeded", event["data"]
+        assert len(env.sent_with_tag_of(command_id)) == 1
+        assert env.result_count(command_id) == 1
+    assert env.dead.count == 0
+    assert not sharding.is_paused
+    assert sharding.warm
+    assert registry.get_sample_value("bridge_worker_shards_held") == len(sharding.held) >= 1
+    assert worker_readiness(env.worker).is_ready

@@ -30,6 +30,7 @@ from bridge.catapult import RATE_WINDOW_S
 from bridge.events.tag import decode_tag
 from bridge.settings import Settings
 from bridge.simulator import Simulator
+from bridge.worker import Worker
 from tests.fixtures.simulator import MakeSimulator
 from tests.fixtures.worker import (
     OTHER_SENDER,
@@ -39,8 +40,10 @@ from tests.fixtures.worker import (
     WorkerProcess,
     catapult_settings_for,
     send_body,
+    watch_log,
 )
 
+SHARDS_LOGGER = "bridge.worker.shards"
 NUMBERS = [f"+1919555{n:04d}" for n in range(700, 710)]
 RECIPIENTS = ["+19195559001", "+19195559002"]
 SHARDED: dict[str, Any] = {
@@ -270,3 +273,52 @@ async def test_a_worker_that_stops_or_dies_under_load_loses_and_doubles_nothing(
     assert code == (0 if signum is signal.SIGTERM else -signal.SIGKILL)
     await fleet.wait_results(len(ids), timeout_s=120)
     fleet.check(ids)
+
+
+async def test_the_sharding_metrics_follow_the_shards_the_router_and_the_workers(
+    make_worker_env: MakeWorkerEnv,
+) -> None:
+    env = await make_worker_env(worker={"shards": 4, "shard_warmup_s": 0}, start=False)
+    first = env.worker
+    registry = first.metrics.registry
+
+    def value(worker: Worker, name: str, **labels: str) -> float:
+        return worker.metrics.registry.get_sample_value(name, labels) or 0.0
+
+    with watch_log(SHARDS_LOGGER, "holding shard") as holding:
+        await first.start()
+        shards = first.shards
+        assert shards is not None
+        # Alone, it takes every shard (a probe finds those with nothing queued) and routes.
+        await holding.seen_times(4, timeout_s=10)
+        command_id = await env.publish(send_body("counted"))
+        assert command_id is not None
+        await env.result(command_id, timeout_s=10)
+        await shards.check()
+        assert value(first, "bridge_worker_shards_held") == 4
+        assert value(first, "bridge_worker_shards_warm") == len(shards.warm) >= 1
+        assert value(first, "bridge_worker_shard_router") == 1
+        assert value(first, "bridge_worker_shard_workers") == 1
+        assert (
+            registry.get_sample_value("bridge_worker_shards_given_up_total", {"why": "balance"})
+            is None
+        )
+
+        # A second worker comes: the first gives it the two newest shards up to balance.
+        second = Worker(env.settings, env.client)
+        with watch_log(SHARDS_LOGGER, "giving shard") as giving:
+            try:
+                await second.start()
+                await holding.seen_times(6, timeout_s=15)
+                await giving.seen_times(2, timeout_s=5)
+                assert second.shards is not None
+                assert value(first, "bridge_worker_shards_given_up_total", why="balance") == 2
+                assert value(first, "bridge_worker_shards_held") == 2
+                assert value(first, "bridge_worker_shard_workers") == 2
+                assert value(second, "bridge_worker_shards_held") == 2
+                assert value(second, "bridge_worker_shards_warm") == len(second.shards.warm)
+                assert value(second, "bridge_worker_shard_router") == 0
+            finally:
+                await second.stop()
+    assert value(second, "bridge_worker_shards_given_up_total", why="stop") == 2
+    assert len(giving.records) == 2

@@ -17,7 +17,9 @@ While Catapult is down (``outage.CatapultWatch``) the command queues are not con
 dispatchers start no call, and every command held, taken in late or failing for want of Catapult
 goes back to its queue through the shortest delay tier (``Planner.for_outage``: a copy, so that
 neither an attempt nor a quorum queue's delivery count is spent on it); when Catapult answers
-again, the queues are consumed again.
+again, the queues are consumed again. With sharded sending the send queue's commands come from
+the shard queues (``shards.Shards``, given by ``take_sends_from``), which are paused and resumed
+with the rest.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from bridge.worker.outage import CatapultWatch
 from bridge.worker.pacing import Pacing
 from bridge.worker.scheduler import ImportScheduler, Park, SendScheduler
 from bridge.worker.settlement import GIVE_BACK, Disposition, Finish, Planner, Republish
+from bridge.worker.shards import Shards
 
 log = logging.getLogger(__name__)
 # One line per command finished: INFO, or WARNING for a dead letter (``log.per_message``).
@@ -83,6 +86,7 @@ class CommandFlow:
         self._watch = watch
         self._following = asyncio.Lock()
         self._consumer = consumer
+        self._shards: Shards | None = None
         self._executor = executor
         self._limits = limits
         self._metrics = metrics
@@ -138,6 +142,11 @@ class CommandFlow:
 
         return on_message
 
+    def take_sends_from(self, shards: Shards) -> None:
+        """Sharded sending: the sends come from ``shards`` (built on this flow's ``on_message``),
+        whose intake follows Catapult as the command queues' does."""
+        self._shards = shards
+
     def stop_accepting(self) -> None:
         self._accepting = False
 
@@ -163,6 +172,8 @@ class CommandFlow:
                 # at the cancel may come back from a quorum queue marked redelivered (and counted
                 # toward its delivery limit, rabbitmq-server#3746): such a send is looked up first.
                 await self._consumer.pause(queues)
+                if self._shards is not None:
+                    await self._shards.pause()
                 held = self._sends.drain() + self._imports.drain()
                 self._update_gauges()
                 if held:
@@ -172,6 +183,8 @@ class CommandFlow:
                 )
             elif self._accepting:
                 await self._consumer.resume(queues)
+                if self._shards is not None:
+                    await self._shards.resume()
                 self.send_dispatcher.wake()
                 self.import_dispatcher.wake()
 

@@ -89,6 +89,35 @@ class WorkerMetrics:
         self.ready = Gauge(
             "bridge_worker_ready", "1 while the worker consumes commands, else 0.", registry=r
         )
+        # Sharded sending (``worker.shards``); all 0 with it off.
+        self.shards_held = Gauge(
+            "bridge_worker_shards_held",
+            "Shard queues this worker holds (is the single active consumer of).",
+            registry=r,
+        )
+        self.shards_warm = Gauge(
+            "bridge_worker_shards_warm",
+            "Shards held past the warm-up: those sent from, this worker's share of the account.",
+            registry=r,
+        )
+        self.shard_router = Gauge(
+            "bridge_worker_shard_router",
+            "1 while this worker routes the send queue into the shard queues, else 0.",
+            registry=r,
+        )
+        self.shard_workers = Gauge(
+            "bridge_worker_shard_workers",
+            "Workers sharing the shards, as this worker last counted them (0: not counted, "
+            "for instance while paused for an outage of Catapult).",
+            registry=r,
+        )
+        self.shards_given_up = Counter(
+            "bridge_worker_shards_given_up",
+            "Shards this worker held and let go, by why: balance (held over the fair share), "
+            "outage (Catapult down), stop, disconnected (the broker connection was lost).",
+            ["why"],
+            registry=r,
+        )
 
 
 __all__ = ["WorkerMetrics"]

@@ -28,6 +28,19 @@ everything the same way; one that dies is noticed by RabbitMQ when its connectio
 once for a process killed on the broker's host, else after two missed heartbeats,
 ``broker.heartbeat_s``) and its shards pass to the next consumers, who wait the warm-up first.
 
+While Catapult is down the worker's flow ``pause``s the shards: this worker stops consuming
+them and the presence queue, and holds nothing (each shard passes to the next worker in line,
+which may well see Catapult up; the others, counting one worker fewer, probe for the shards that
+came to them and take them all). The commands stay in their shard queues, not in memory; what
+was on its way at the pause goes to the flow, which sends it back to wait. Routing goes on: it
+moves commands from ``outbound.sms`` into the shard queues without calling Catapult, so they wait
+where their holder-to-be takes them from, and a worker that sees Catapult up is not held back by
+one that does not. ``resume`` consumes again, at the back of every line: the shards are held
+(and warmed up) anew as their deliveries and probes come, and the workers balance as usual.
+
+What this worker holds, warms, routes and counts, and the shards it lets go, are in the
+``bridge_worker_shard*`` metrics (``metrics.py``).
+
 Nothing here sends or acks a command: deliveries go to the worker's flow (``on_send``), which
 settles them as for an unsharded queue (results, retries and parking through ``outbound.sms``'s
 delay queues, back through the router). Probes are acked here.
@@ -49,6 +62,7 @@ from bridge.broker.topology import Topology
 from bridge.events import headers as h
 from bridge.settings import WorkerSettings
 from bridge.worker.limits import Limits
+from bridge.worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +110,7 @@ class Shards:
         topology: Topology,
         settings: WorkerSettings,
         limits: Limits,
+        metrics: WorkerMetrics,
         on_send: OnMessage,
         commit_timeout_s: float,
     ) -> None:
@@ -120,6 +135,16 @@ class Shards:
         self._share: int | None = None
         self._checker: asyncio.Task[None] | None = None
         self._stopping = False
+        self._paused = False
+        # Balance, pause and resume change the intakes one at a time: a shard given up while
+        # the intakes are paused must not be consumed again.
+        self._lock = asyncio.Lock()
+        # Read at every scrape: they change with deliveries, timers, sessions and the router.
+        metrics.shards_held.set_function(lambda: len(self.held))
+        metrics.shards_warm.set_function(lambda: len(self.warm))
+        metrics.shard_router.set_function(lambda: 1.0 if self.is_router else 0.0)
+        metrics.shard_workers.set_function(lambda: self._workers or 0)
+        self._given_up = metrics.shards_given_up
 
     @property
     def held(self) -> list[int]:
@@ -132,6 +157,11 @@ class Shards:
     @property
     def is_router(self) -> bool:
         return self._router.is_active
+
+    @property
+    def is_paused(self) -> bool:
+        """Taking no commands until ``resume`` (Catapult is down)."""
+        return self._paused
 
     async def start(self) -> None:
         # First: a new session holds nothing yet (its consumers are new, at the back of every
@@ -148,6 +178,47 @@ class Shards:
             shard.intake = await self._consume(shard)
         self._checker = asyncio.create_task(self._check_forever(), name="shard balance")
 
+    async def pause(self) -> None:
+        """Take no more commands until ``resume``: every shard passes to the next worker.
+
+        For an outage of Catapult (the flow's ``_follow_catapult``). The shard consumers are
+        cancelled, not their channels closed: what this worker took stays unacked for the flow
+        to send back as copies (a quorum queue counts every return toward its delivery limit),
+        and what arrives from before the cancel goes to the flow too. Nothing is held, so none
+        of this worker's share of the account is counted while paused. The presence queue is
+        not consumed either, last, once the shards have passed: the other workers then count
+        one worker fewer, learn by probes which shards came to them, and keep them rather than
+        give them up to balance for a worker that takes none.
+        """
+        async with self._lock:
+            if self._paused or self._stopping:
+                return
+            self._paused = True
+            self._workers = None  # counted again on resume, as at the start
+            for intake in (*(s.intake for s in self._shards), self._presence):
+                if intake is not None:
+                    await intake.pause()
+            self._release_all(why="outage")
+        log.info("taking no commands from the shards of %s", self._topology.send_queue)
+
+    async def resume(self) -> None:
+        """Consume the shards (and the presence queue) again, at the back of every line.
+
+        The shards that come to this worker are held from their first delivery or probe and
+        sent from after the warm-up. The presence queue is consumed last, once this worker is
+        in every shard's line: the others, counting it again, give it its share up to balance
+        (a shard given up before it was in line would go straight back to its holder).
+        """
+        async with self._lock:
+            if not self._paused or self._stopping:
+                return
+            self._paused = False
+            for intake in (*(s.intake for s in self._shards), self._presence):
+                if intake is not None:
+                    await intake.resume()
+            log.info("taking commands from the shards of %s again", self._topology.send_queue)
+            await self._probe([s.queue for s in self._shards if not s.is_held])
+
     async def cancel(self) -> None:
         """For the shutdown: route and take no more; every shard passes to the next worker.
 
@@ -160,9 +231,12 @@ class Shards:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checker
         await self._router.deactivate()
-        for intake in (self._router_lock, *(s.intake for s in self._shards)):
-            if intake is not None:
-                await intake.pause()
+        async with self._lock:
+            for intake in (self._router_lock, *(s.intake for s in self._shards)):
+                if intake is not None:
+                    await intake.pause()
+        # Still held for the flow's drain (``close`` releases them), but no longer this worker's.
+        self._given_up.labels("stop").inc(len(self.held))
         await self._probe([s.queue for s in self._shards] + [self._topology.router_queue])
 
     async def close(self) -> None:
@@ -188,15 +262,20 @@ class Shards:
         async def on_message(message: Inbound) -> None:
             if message.is_stale:
                 return  # its channel is gone: the broker delivers it again
-            if not shard.is_held:
+            # Paused, this worker holds no shard: a delivery then was on its way at the pause.
+            if not shard.is_held and not self._paused:
                 self._hold(shard)
             if is_probe(message):
                 await settle_delivery(message, ack=True)
                 return
-            warm = shard.warm
-            await warm.wait()
-            if message.is_stale:
-                return  # given up while it waited: it is back in its queue
+            # Sent from only once the shard's current holding is warm: a release ends the wait
+            # (a shard held again meanwhile is waited for again).
+            while shard.is_held and not shard.warm.is_set():
+                await shard.warm.wait()
+                if message.is_stale:
+                    return  # given up while it waited: it is back in its queue
+            # Warm; or paused (before or while it waited): Catapult is down, and the flow sends
+            # it back to wait in its queue.
             await self._on_send(message)
 
         return on_message
@@ -223,10 +302,17 @@ class Shards:
 
     async def _on_session(self, _session: Session) -> None:
         # Every consumer of a lost session is gone: nothing is held until deliveries say so.
-        for shard in self._shards:
-            shard.release()
+        self._release_all(why="disconnected")
         self._workers = None
         self._share_account()
+
+    def _release_all(self, *, why: str) -> None:
+        """Hold nothing (counting, under ``why``, the shards that were held)."""
+        held = self.held
+        if held:
+            self._given_up.labels(why).inc(len(held))
+        for shard in self._shards:
+            shard.release()
 
     async def _consume(self, shard: _Shard) -> Intake:
         return await self._link.consume(
@@ -249,7 +335,18 @@ class Shards:
                 log.exception("shard balance failed")
 
     async def check(self) -> None:
-        """Count the workers; probe when one left; give up shards held over the fair share."""
+        """Count the workers; probe when one left; give up shards held over the fair share.
+
+        Paused, this worker holds nothing and is not counted: only the router's part goes on.
+        """
+        async with self._lock:
+            await self._check()
+
+    async def _check(self) -> None:
+        if self._paused:
+            if not self._router.is_active:
+                await self._probe([self._topology.router_queue])
+            return
         counts = await self._link.consumer_counts([self._topology.presence_queue])
         workers = max(1, counts.get(self._topology.presence_queue) or 1)
         previous, self._workers = self._workers, workers
@@ -278,6 +375,7 @@ class Shards:
         )
         intake, shard.intake = shard.intake, None
         shard.release()
+        self._given_up.labels("balance").inc()
         self._share_account()
         if intake is not None:
             await intake.close()

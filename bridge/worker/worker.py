@@ -105,17 +105,20 @@ class Worker:
 
     @property
     def is_ready(self) -> bool:
-        """Running with the broker connection up and intake not paused.
+        """Running with the broker connection up and intake not paused (the command queues',
+        and with sharded sending the shards').
 
         On a new connection the intakes consume again at once; one that cannot ends the
         connection (the link is then not ready), so the link's readiness stands for theirs.
         """
         consumer = self._consumer
+        shards = self._shards
         return (
             self.state is WorkerState.RUNNING
             and self._link.is_ready
             and consumer is not None
             and not consumer.is_paused
+            and not (shards is not None and shards.is_paused)
         )
 
     @property
@@ -220,9 +223,11 @@ class Worker:
                     topology=self.topology,
                     settings=worker,
                     limits=limits,
+                    metrics=self.metrics,
                     on_send=flow.on_message_for(queue, kind),
                     commit_timeout_s=settings.broker.confirm_timeout_s,
                 )
+                flow.take_sends_from(self._shards)
                 await self._shards.start()
             else:
                 await self._consumer.consume(
