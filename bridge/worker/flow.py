@@ -1,4 +1,4 @@
-"""A command's way through the worker, from its delivery to the disposition ``settle`` carries out.
+"""A command's way through the worker, from its delivery to the disposition ``finish`` carries out.
 
 Intake (``on_message``): the delivery is read; poison is dead-lettered at once; a send is admitted
 to its sender's lane (held, or parked for later), an import to the number lane. The dispatchers
