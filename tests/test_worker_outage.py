@@ -11,7 +11,14 @@ import pytest
 from bridge.worker.health import worker_readiness
 from bridge.worker.outage import CatapultState
 from tests.fixtures.proxy import TcpProxy
-from tests.fixtures.worker import OTHER_SENDER, SENDER, MakeWorkerEnv, send_body, watch_log
+from tests.fixtures.worker import (
+    OTHER_SENDER,
+    SENDER,
+    MakeWorkerEnv,
+    WorkerEnv,
+    send_body,
+    watch_log,
+)
 
 pytestmark = pytest.mark.fault
 
@@ -31,32 +38,42 @@ async def catapult_proxy() -> AsyncIterator[TcpProxy]:
     await proxy.cut()
 
 
+async def _env_cut_off(
+    make_worker_env: MakeWorkerEnv, proxy: TcpProxy, worker: dict[str, object]
+) -> WorkerEnv:
+    """A worker env that reaches Catapult through ``proxy``, cut for now."""
+    env = await make_worker_env(
+        catapult={"base_url": f"http://127.0.0.1:{proxy.port}/v1", "connect_timeout_s": 1},
+        worker=worker,
+    )
+    proxy.target = ("127.0.0.1", env.simulator.port)
+    await proxy.cut()
+    return env
+
+
+def _two_senders(prefix: str, count: int) -> list[tuple[str, bytes]]:
+    """``count`` send bodies by message id, from two numbers in turn."""
+    return [
+        (
+            f"{prefix}-{n}",
+            orjson.dumps(send_body(f"wait {n}", sender=(SENDER, OTHER_SENDER)[n % 2])),
+        )
+        for n in range(count)
+    ]
+
+
 async def test_commands_wait_out_a_catapult_outage_and_are_each_sent_once(
     make_worker_env: MakeWorkerEnv, catapult_proxy: TcpProxy
 ) -> None:
     # Catapult refuses connections while 200 sends wait: before, every one of them used its
     # attempts up on the refusals and was dead-lettered as retries-exhausted within seconds.
-    env = await make_worker_env(
-        catapult={
-            "base_url": f"http://127.0.0.1:{catapult_proxy.port}/v1",
-            "connect_timeout_s": 1,
-        },
-        worker=OUTAGE,
-    )
-    catapult_proxy.target = ("127.0.0.1", env.simulator.port)
-    await catapult_proxy.cut()
+    env = await _env_cut_off(make_worker_env, catapult_proxy, OUTAGE)
     registry = env.worker.metrics.registry
     with (
         watch_log(OUTAGE_LOGGER, "Catapult is down") as down,
         watch_log(OUTAGE_LOGGER, "Catapult answers again") as back,
     ):
-        bodies = [
-            (
-                f"outage-{n}",
-                orjson.dumps(send_body(f"wait {n}", sender=(SENDER, OTHER_SENDER)[n % 2])),
-            )
-            for n in range(200)
-        ]
+        bodies = _two_senders("outage", 200)
         await env.publish_many(bodies, queue=env.topology.send_queue)
         record = await down.seen(timeout_s=10)
         assert record.levelno == logging.WARNING
@@ -151,15 +168,9 @@ async def test_a_sharded_worker_leaves_the_commands_in_their_shards_until_catapu
     # back through the shortest delay tier, came back through the router and was taken again, in
     # a loop as long as the outage, each turn through the worker's memory.
     shards = 4
-    env = await make_worker_env(
-        catapult={
-            "base_url": f"http://127.0.0.1:{catapult_proxy.port}/v1",
-            "connect_timeout_s": 1,
-        },
-        worker={**OUTAGE, "shards": shards, "shard_warmup_s": 0},
+    env = await _env_cut_off(
+        make_worker_env, catapult_proxy, {**OUTAGE, "shards": shards, "shard_warmup_s": 0}
     )
-    catapult_proxy.target = ("127.0.0.1", env.simulator.port)
-    await catapult_proxy.cut()
     topology = env.topology
     registry = env.worker.metrics.registry
     outage = {"command": "send", "why": "outage"}
@@ -167,13 +178,7 @@ async def test_a_sharded_worker_leaves_the_commands_in_their_shards_until_catapu
         watch_log(OUTAGE_LOGGER, "Catapult is down") as down,
         watch_log(OUTAGE_LOGGER, "probe of Catapult failed") as probes,
     ):
-        bodies = [
-            (
-                f"sharded-outage-{n}",
-                orjson.dumps(send_body(f"wait {n}", sender=(SENDER, OTHER_SENDER)[n % 2])),
-            )
-            for n in range(40)
-        ]
+        bodies = _two_senders("sharded-outage", 40)
         await env.publish_many(bodies, queue=topology.send_queue)
         await down.seen(timeout_s=10)
         assert not await env.worker._in_flight.wait(10)
