@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import signal
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,7 @@ from bridge.catapult import RATE_WINDOW_S
 from bridge.events.tag import decode_tag
 from bridge.settings import Settings
 from bridge.simulator import Simulator
-from bridge.worker import Worker
+from bridge.worker import Worker, WorkerState
 from tests.fixtures.simulator import MakeSimulator
 from tests.fixtures.worker import (
     OTHER_SENDER,
@@ -44,6 +45,9 @@ from tests.fixtures.worker import (
 )
 
 SHARDS_LOGGER = "bridge.worker.shards"
+# What a worker logs once shards it holds are warm and it sends from them ("holding shard N ...;
+# sending from it in 10 s" comes before the warm-up, and does not say so).
+SENDING = "of the account's limit"
 NUMBERS = [f"+1919555{n:04d}" for n in range(700, 710)]
 RECIPIENTS = ["+19195559001", "+19195559002"]
 SHARDED: dict[str, Any] = {
@@ -86,7 +90,7 @@ class Sending(WorkerProcess):
     """A worker process that is ready once it sends from shards of its own (after the warm-up,
     so after the shards were balanced between the workers started with it)."""
 
-    READY = "sending from"
+    READY = SENDING
 
 
 @dataclass
@@ -237,7 +241,7 @@ async def test_three_workers_hold_the_per_number_and_account_limits_together(fle
     assert joined.count("routing ") >= 1
     # Every worker ended up sending from some of the shards.
     for worker in fleet.workers:
-        assert any("sending from" in line for line in worker.lines), worker.lines
+        assert any(SENDING in line for line in worker.lines), worker.lines
 
 
 async def test_one_numbers_sends_to_one_destination_leave_in_publish_order(
@@ -322,3 +326,133 @@ async def test_the_sharding_metrics_follow_the_shards_the_router_and_the_workers
                 await second.stop()
     assert value(second, "bridge_worker_shards_given_up_total", why="stop") == 2
     assert len(giving.records) == 2
+
+
+async def _until(predicate: Callable[[], Awaitable[bool]], *, timeout_s: float) -> None:
+    """Ask ``predicate`` again until it is true, for ``timeout_s`` (a queue's depth, read by a
+    passive declare, has no event to wait on)."""
+    async with asyncio.timeout(timeout_s):
+        while not await predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def test_a_worker_counts_itself_only_once_it_is_in_every_shards_line(
+    make_worker_env: MakeWorkerEnv,
+) -> None:
+    # Others count the workers on the presence queue and give a newcomer its share up to balance;
+    # a shard given up before the newcomer consumes it goes straight back to its holder (single
+    # active consumer hands it to the next in line). So a worker is present only once it
+    # consumes every shard, as it is on resume.
+    shards = 16
+    env = await make_worker_env(worker={"shards": shards}, start=False)
+    topology = env.topology
+    queues = [topology.shard_queue(i) for i in range(shards)]
+    seen: list[list[int]] = []
+    enough = asyncio.Event()
+
+    async def watch() -> None:
+        # While the worker starts: once it is present, how many consume each shard queue.
+        while True:
+            if await env.consumer_count(topology.presence_queue):
+                seen.append([await env.consumer_count(q) for q in queues])
+                if len(seen) >= 3:
+                    enough.set()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await env.worker.start()
+        async with asyncio.timeout(10):
+            await enough.wait()
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    assert all(counts == [1] * shards for counts in seen), seen
+
+
+async def test_a_shard_given_up_to_balance_is_neither_sent_from_nor_held_again_here(
+    make_worker_env: MakeWorkerEnv,
+) -> None:
+    # The first worker holds both shards alone, and its warm-up outlasts the test, so every
+    # command waits in it. A second comes: the first gives it the newest shard up. What the first
+    # held of that shard goes back to its queue, to the second; before, the release woke those
+    # deliveries and they were sent from here at once (in the newcomer's warm-up), and a delivery
+    # arriving while the channel closed held the shard again on the consumer going away.
+    env = await make_worker_env(worker={"shards": 2, "shard_warmup_s": 60}, start=False)
+    topology = env.topology
+    ids = [await env.publish(send_body(f"{n}", sender=number)) for n, number in enumerate(NUMBERS)]
+    for number in NUMBERS:
+        env.simulator.add_number(number)
+    cold = env.worker
+    with watch_log(SHARDS_LOGGER, "holding shard") as holding:
+        await cold.start()
+        await holding.seen_times(2, timeout_s=10)
+
+    async def all_taken() -> bool:
+        queues = [topology.send_queue, topology.shard_queue(0), topology.shard_queue(1)]
+        return not any([await env.queue_depth(q) for q in queues])
+
+    await _until(all_taken, timeout_s=10)
+    assert not env.simulator.state.messages
+
+    warm_settings = env.settings.model_copy(
+        update={"worker": env.settings.worker.model_copy(update={"shard_warmup_s": 2.0})}
+    )
+    warm = Worker(warm_settings, env.client)
+    try:
+        with (
+            watch_log(SHARDS_LOGGER, "giving shard") as giving,
+            watch_log(SHARDS_LOGGER, SENDING) as sending,
+        ):
+            await warm.start()
+            given = (await giving.seen(timeout_s=10)).args
+            assert isinstance(given, tuple)
+            index = int(str(given[0]))
+            await sending.seen(timeout_s=10)  # the newcomer's warm-up is over: it sends
+            assert not env.simulator.state.messages, "sent from a shard given up"
+            assert cold.shards is not None
+            assert warm.shards is not None
+            assert cold.shards.held == [1 - index]
+            assert warm.shards.held == [index]
+        # The first stops: the second takes the other shard too and sends everything once.
+        await cold.stop()
+        results = await env.results_for([i for i in ids if i is not None], timeout_s=30)
+    finally:
+        await warm.stop()
+    assert {r["data"]["outcome"] for r in results.values()} == {"succeeded"}
+    for command_id in ids:
+        assert command_id is not None
+        assert len(env.sent_with_tag_of(command_id)) == 1
+
+
+async def test_a_worker_stopped_while_it_gives_a_shard_up_stops_cleanly(
+    make_worker_env: MakeWorkerEnv,
+) -> None:
+    # Before, the stop cancelled the balance in the middle of its broker calls: the cancelled
+    # call closed its channel, the connection dropped, and the stop raised CancelledError.
+    env = await make_worker_env(worker={"shards": 2, "shard_warmup_s": 0.5}, start=False)
+    for number in NUMBERS:
+        env.simulator.add_number(number)
+    first = env.worker
+    with watch_log(SHARDS_LOGGER, "holding shard") as holding:
+        await first.start()
+        await holding.seen_times(2, timeout_s=10)
+    second = Worker(env.settings, env.client)
+    try:
+        with watch_log(SHARDS_LOGGER, "giving shard") as giving:
+            await second.start()
+            await giving.seen(timeout_s=10)
+            await first.stop()
+        assert first.state is WorkerState.STOPPED
+        ids = [
+            await env.publish(send_body(f"{n}", sender=number)) for n, number in enumerate(NUMBERS)
+        ]
+        results = await env.results_for([i for i in ids if i is not None], timeout_s=30)
+        assert second.shards is not None
+        assert sorted(second.shards.held) == [0, 1]
+    finally:
+        await second.stop()
+    assert {r["data"]["outcome"] for r in results.values()} == {"succeeded"}
+    for command_id in ids:
+        assert command_id is not None
+        assert len(env.sent_with_tag_of(command_id)) == 1

@@ -82,6 +82,9 @@ class _Shard:
         self.index = index
         self.queue = queue
         self.intake: Intake | None = None
+        # One more for every consumer of it: what an earlier one still delivers (while it is
+        # given up, before its channel is closed) is no longer this worker's.
+        self.consumer = 0
         self.held_at: float | None = None
         self.warm = asyncio.Event()
         self.timer: asyncio.TimerHandle | None = None
@@ -165,17 +168,19 @@ class Shards:
 
     async def start(self) -> None:
         # First: a new session holds nothing yet (its consumers are new, at the back of every
-        # line); then the router's channel, then the consumers.
+        # line); then the router's channel, then the consumers. The presence queue last, as on
+        # resume: the others count this worker, and give it its share up, only once it is in
+        # every shard's line (a shard given up before would go straight back to its holder).
         self._link.attach(self._on_session)
         self._link.attach(self._router.attach)
-        self._presence = await self._link.consume(
-            self._topology.presence_queue, prefetch=1, on_message=self._on_presence
-        )
         self._router_lock = await self._link.consume(
             self._topology.router_queue, prefetch=1, on_message=self._on_router_lock
         )
         for shard in self._shards:
             shard.intake = await self._consume(shard)
+        self._presence = await self._link.consume(
+            self._topology.presence_queue, prefetch=1, on_message=self._on_presence
+        )
         self._checker = asyncio.create_task(self._check_forever(), name="shard balance")
 
     async def pause(self) -> None:
@@ -227,7 +232,10 @@ class Shards:
         """
         self._stopping = True
         if self._checker is not None:
-            self._checker.cancel()
+            # Not in the middle of a balance: a broker call cancelled half way closes its
+            # channel, and with it the connection the drain still needs.
+            async with self._lock:
+                self._checker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checker
         await self._router.deactivate()
@@ -259,9 +267,16 @@ class Shards:
             await self._router.activate()
 
     def _on_shard(self, shard: _Shard) -> OnMessage:
+        consumer = shard.consumer
+
+        def gone(message: Inbound) -> bool:
+            # Its channel is closed, or closing because the shard was given up: left unsettled,
+            # it goes back to its queue when the channel closes, for the next holder.
+            return message.is_stale or consumer != shard.consumer
+
         async def on_message(message: Inbound) -> None:
-            if message.is_stale:
-                return  # its channel is gone: the broker delivers it again
+            if gone(message):
+                return
             # Paused, this worker holds no shard: a delivery then was on its way at the pause.
             if not shard.is_held and not self._paused:
                 self._hold(shard)
@@ -272,8 +287,8 @@ class Shards:
             # (a shard held again meanwhile is waited for again).
             while shard.is_held and not shard.warm.is_set():
                 await shard.warm.wait()
-                if message.is_stale:
-                    return  # given up while it waited: it is back in its queue
+                if gone(message):
+                    return  # given up while it waited: it goes back to its queue
             # Warm; or paused (before or while it waited): Catapult is down, and the flow sends
             # it back to wait in its queue.
             await self._on_send(message)
@@ -374,6 +389,7 @@ class Shards:
             self._workers or 1,
         )
         intake, shard.intake = shard.intake, None
+        shard.consumer += 1  # first: nothing the closing consumer delivers is held or sent
         shard.release()
         self._given_up.labels("balance").inc()
         self._share_account()
