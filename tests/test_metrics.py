@@ -91,6 +91,8 @@ def test_the_dashboard_covers_every_part_of_the_flow() -> None:
         "bridge_worker_pauses_total",  # throttling
         "bridge_worker_republished_total",  # retries
         "bridge_worker_dead_letters_total",  # dead letters
+        "bridge_worker_shards_held",  # sharded sending
+        "bridge_worker_shards_given_up_total",
     ):
         assert needed in expressions, needed
     for title, exprs in dashboard_expressions().items():
