@@ -19,7 +19,7 @@ published, and the time runs from the first publish to the last result in the re
 Every run also counts sends that reached the simulator twice (by the command id in their tag).
 CPU per send is read from /proc for each worker, the simulator and RabbitMQ.
 
-    uv run --frozen python bench/scale_bench.py [--workers 1,2,4] [--cluster]
+    uv run --frozen python bench/scale_bench.py [--workers 1,2,4] [--cluster] [--scenario spread]
         [--spread-commands 6000] [--hot-commands 300] [--set worker.KEY=VALUE ...]
 
 ``--set`` passes any setting to the workers (and, for ``simulator.*``, to the simulator), e.g.
@@ -391,10 +391,11 @@ async def _sending_from_every_shard(
 def scenarios(args: argparse.Namespace) -> list[Scenario]:
     spread = tuple(f"+1919556{n:04d}" for n in range(args.spread_numbers))
     hot = tuple(f"+1919557{n:04d}" for n in range(args.hot_numbers))
-    return [
+    every = [
         Scenario("spread", spread, args.spread_commands, 0.0, 0.0, args.latency_ms),
         Scenario("hot", hot, args.hot_commands, args.hot_account_per_s, args.hot_number_per_s, 0.0),
     ]
+    return [s for s in every if not args.scenario or s.name in args.scenario]
 
 
 def print_table(runs: list[Figures], args: argparse.Namespace, header: list[str]) -> None:
@@ -483,6 +484,13 @@ async def main(args: argparse.Namespace) -> int:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--workers", default="1,2,4", help="worker counts, comma-separated")
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=("spread", "hot"),
+        default=[],
+        help="run only this scenario (repeat for both; default: both)",
+    )
     parser.add_argument("--spread-commands", type=int, default=6000)
     parser.add_argument("--spread-numbers", type=int, default=100)
     parser.add_argument("--latency-ms", type=float, default=20.0, help="spread: answer latency")
