@@ -275,7 +275,7 @@ class WorkerSettings(_Section):
     # concurrency x batch_max (every call slot can carry a full batch), or 2 x
     # account_messages_per_s x hold_s when more (see send_prefetch). Keep it at least
     # the highest message rate times the shortest retry delay: parked sends come back once per
-    # delay tier.
+    # delay tier. With shards, each shard queue a worker holds has this prefetch.
     prefetch: Annotated[int, Field(ge=1, le=AMQP_PREFETCH_MAX)] | None = None
     number_concurrency: PositiveInt = 4
     call_timeout_s: PositiveFloat = 15.0

@@ -456,3 +456,29 @@ async def test_a_worker_stopped_while_it_gives_a_shard_up_stops_cleanly(
     for command_id in ids:
         assert command_id is not None
         assert len(env.sent_with_tag_of(command_id)) == 1
+
+
+async def test_each_shard_hands_its_holder_a_whole_prefetch(make_worker_env: MakeWorkerEnv) -> None:
+    # Before, each shard queue's prefetch was worker.prefetch / shards, so all the workers
+    # together held one worker's prefetch however many there were: with Catapult's answer time
+    # the bound, the fleet sent no faster than one worker.
+    env = await make_worker_env(
+        worker={"shards": 2, "shard_warmup_s": 0, "prefetch": 4, "batch_max": 1}, start=False
+    )
+    for number in NUMBERS:
+        env.simulator.add_number(number)
+    env.simulator.set_faults(latency_ms=1000)
+    with watch_log(SHARDS_LOGGER, SENDING) as sending:
+        await env.worker.start()
+        await sending.seen_times(2, timeout_s=10)  # both shards held and warm
+    ids = [
+        await env.publish(send_body(f"{n}", sender=NUMBERS[n % len(NUMBERS)])) for n in range(20)
+    ]
+    results = await env.results_for([i for i in ids if i is not None], timeout_s=30)
+    assert {r["data"]["outcome"] for r in results.values()} == {"succeeded"}
+    # Every send waits a second for its answer: the first second's sends are what the worker
+    # had in hand at once, the prefetch of each of the two shards.
+    created = sorted(m.created_s for m in env.simulator.state.messages.values())
+    assert len(created) == 20
+    first_wave = [t for t in created if t < created[0] + 0.5]
+    assert len(first_wave) == 8, created

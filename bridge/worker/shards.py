@@ -123,7 +123,12 @@ class Shards:
         self._limits = limits
         self._on_send = on_send
         self._count = settings.shards
-        self._prefetch = max(1, settings.send_prefetch // self._count)
+        # Each shard queue as if it were the send queue: its holder may have the whole prefetch
+        # of it in hand (and the scheduler's fair share of that window holds per shard). So a
+        # worker holding h shards has up to h x send_prefetch commands in memory, and the
+        # workers together hold more as they grow: divided by the shards, they held one
+        # worker's prefetch between them, however many they were.
+        self._prefetch = settings.send_prefetch
         self._shards = [_Shard(i, topology.shard_queue(i)) for i in range(self._count)]
         self._router = Router(
             link,
