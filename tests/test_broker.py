@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from bridge.broker import (
     declare_topology,
     open_confirm_channel,
 )
+from bridge.broker.errors import ChannelFailed, translated
 from bridge.broker.topology import INBOUND_MMS, INBOUND_SMS, route_declarations
 from tests.fixtures.broker import delete_topology
 
@@ -140,3 +142,41 @@ def test_the_pure_layer_imports_no_amqp_client() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert run.stdout.strip() == "[]"
+
+
+async def test_a_call_whose_connection_closes_under_it_fails_as_a_channel_failure(
+    amqp_url: str,
+) -> None:
+    # aiormq cancels the calls in flight on a connection it closes: before, they raised
+    # CancelledError in a task nobody cancelled (a worker's stop raised it and ended half way).
+    connection = await aiormq.connect(amqp_url)
+    channel = await connection.channel()
+
+    async def declare() -> None:
+        with translated("declaring a queue"):
+            await channel.queue_declare("", exclusive=True)
+
+    call = asyncio.create_task(declare())
+    await asyncio.sleep(0)  # the call is on its way
+    await connection.close()
+    with pytest.raises(ChannelFailed, match="closed under it") as failed:
+        await call
+    assert failed.value.reason == "disconnected"
+
+
+async def test_a_task_cancelled_in_a_broker_call_is_still_cancelled(amqp_url: str) -> None:
+    connection = await aiormq.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+
+        async def declare() -> None:
+            with translated("declaring a queue"):
+                await channel.queue_declare("", exclusive=True)
+
+        call = asyncio.create_task(declare())
+        await asyncio.sleep(0)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    finally:
+        await connection.close()

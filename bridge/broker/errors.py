@@ -24,6 +24,7 @@ spools what was not published, the worker gives back what it could not settle.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import Iterator
@@ -130,11 +131,26 @@ def channel_failed(exc: BaseException, doing: str) -> ChannelFailed:
 
 @contextlib.contextmanager
 def translated(doing: str) -> Iterator[None]:
-    """Run a channel operation; its foreign failure becomes ``ChannelFailed`` naming ``doing``."""
+    """Run a channel operation; its foreign failure becomes ``ChannelFailed`` naming ``doing``.
+
+    aiormq ends the calls in flight on a channel or connection it closes by throwing into them
+    what it closes with: ``CancelledError`` (one of its calls was cancelled), or the bare
+    ``Exception`` class when it closes with no cause (``aiormq.base``). Both are a channel gone,
+    not a cancellation of the task that waits, nor a bug; a cancellation of its own propagates.
+    """
     try:
         yield
     except AMQP_FAILURES as exc:
         raise channel_failed(exc, doing) from exc
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise
+        raise ChannelFailed("disconnected", f"{doing}: the channel was closed under it") from exc
+    except Exception as exc:
+        if type(exc) is not Exception:
+            raise
+        raise ChannelFailed("disconnected", f"{doing}: the channel was closed under it") from exc
 
 
 __all__ = [
