@@ -69,6 +69,8 @@ log = logging.getLogger(__name__)
 PROBE_TYPE = "bridge.probe"
 # How often a worker counts the workers and balances its shards.
 CHECK_INTERVAL_S = 1.0
+# How long a stop waits for a balance under way to end.
+BALANCE_WAIT_S = 5.0
 
 
 def is_probe(message: Inbound) -> bool:
@@ -238,9 +240,12 @@ class Shards:
         self._stopping = True
         if self._checker is not None:
             # Not in the middle of a balance: a broker call cancelled half way closes its
-            # channel, and with it the connection the drain still needs.
-            async with self._lock:
-                self._checker.cancel()
+            # channel. One stuck on the broker (an alarm blocks the connection) is cancelled
+            # all the same after a while.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(BALANCE_WAIT_S), self._lock:
+                    self._checker.cancel()
+            self._checker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checker
         await self._router.deactivate()
@@ -383,6 +388,8 @@ class Shards:
         fair = math.ceil(self._count / workers)
         held = sorted((s for s in self._shards if s.is_held), key=lambda s: s.held_at or 0.0)
         for shard in held[fair:]:
+            if self._stopping:
+                break  # the stop gives them all up
             await self._give_up(shard)
 
     async def _give_up(self, shard: _Shard) -> None:
