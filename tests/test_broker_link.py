@@ -166,3 +166,26 @@ async def test_consumer_counts_and_a_consumer_for_one_session_only(
     await lose_the_session(link, broker_proxy)
     assert not intake.is_consuming  # not attached to the new session
     assert await link.consumer_counts([queue]) == {queue: 0}
+
+
+async def test_an_intake_closed_while_a_session_attaches_leaves_no_other_unattached(
+    link: BrokerLink, amqp: AbstractRobustConnection
+) -> None:
+    # Before, the session walked its attachments by index: one closed meanwhile (a shard given
+    # up as the link came back) shifted the rest, and the next one was not attached at all.
+    first = await link.consume(
+        link.topology.send_queue, prefetch=1, on_message=Received().on_message
+    )
+
+    async def close_the_first(_session: object) -> None:
+        await first.close()
+
+    link.attach(close_the_first)
+    received = Received()
+    queue = link.topology.import_queue
+    after = await link.consume(queue, prefetch=1, on_message=received.on_message)
+    await link.start()
+    async with asyncio.timeout(5):
+        await link.wait_ready()
+    assert after.is_consuming
+    assert await consumers_of(amqp, queue) == 1

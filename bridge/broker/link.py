@@ -534,12 +534,15 @@ class BrokerLink:
         """Run every attachment on a new session, in order; a failure ends the session."""
         try:
             async with asyncio.timeout(self._broker.connect_timeout_s):
-                # By index: one registered meanwhile is attached too (``attach`` skips a session
-                # it is on already).
-                index = 0
-                while index < len(self._attached) and not session.ended.done():
-                    await self._attached[index](session)
-                    index += 1
+                # In order, each once: one registered meanwhile is attached too, and one
+                # detached meanwhile (an intake closed) moves none of the others past the walk.
+                ran: list[Attach] = []
+                while not session.ended.done():
+                    attach = next((a for a in self._attached if a not in ran), None)
+                    if attach is None:
+                        break
+                    ran.append(attach)
+                    await attach(session)
         except TimeoutError:
             session.end(f"attaching consumers took over {self._broker.connect_timeout_s:g} s")
         except BrokerError as exc:
