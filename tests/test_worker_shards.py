@@ -38,6 +38,7 @@ from tests.fixtures.worker import (
     SENDER,
     TEST_WORKER,
     MakeWorkerEnv,
+    WorkerEnv,
     WorkerProcess,
     catapult_settings_for,
     send_body,
@@ -194,9 +195,7 @@ async def test_one_sharded_worker_routes_every_command_through_the_shards(
     ]
     results = await env.results_for([i for i in ids if i is not None], timeout_s=20)
     assert {r["data"]["outcome"] for r in results.values()} == {"succeeded"}
-    for command_id in ids:
-        assert command_id is not None
-        assert len(env.sent_with_tag_of(command_id)) == 1
+    _each_sent_once(env, ids)
     topology = env.topology
     assert await env.queue_depth(topology.send_queue) == 0
     for i in range(4):
@@ -370,6 +369,24 @@ async def test_a_worker_counts_itself_only_once_it_is_in_every_shards_line(
     assert all(counts == [1] * shards for counts in seen), seen
 
 
+async def _alone_on_two_shards(make_worker_env: MakeWorkerEnv, *, warmup_s: float) -> WorkerEnv:
+    """A worker env on two shards with NUMBERS on the account, its worker started and holding
+    both shards."""
+    env = await make_worker_env(worker={"shards": 2, "shard_warmup_s": warmup_s}, start=False)
+    for number in NUMBERS:
+        env.simulator.add_number(number)
+    with watch_log(SHARDS_LOGGER, "holding shard") as holding:
+        await env.worker.start()
+        await holding.seen_times(2, timeout_s=10)
+    return env
+
+
+def _each_sent_once(env: WorkerEnv, ids: Sequence[str | None]) -> None:
+    for command_id in ids:
+        assert command_id is not None
+        assert len(env.sent_with_tag_of(command_id)) == 1
+
+
 async def test_a_shard_given_up_to_balance_is_neither_sent_from_nor_held_again_here(
     make_worker_env: MakeWorkerEnv,
 ) -> None:
@@ -378,15 +395,10 @@ async def test_a_shard_given_up_to_balance_is_neither_sent_from_nor_held_again_h
     # held of that shard goes back to its queue, to the second; before, the release woke those
     # deliveries and they were sent from here at once (in the newcomer's warm-up), and a delivery
     # arriving while the channel closed held the shard again on the consumer going away.
-    env = await make_worker_env(worker={"shards": 2, "shard_warmup_s": 60}, start=False)
+    env = await _alone_on_two_shards(make_worker_env, warmup_s=60)
     topology = env.topology
-    ids = [await env.publish(send_body(f"{n}", sender=number)) for n, number in enumerate(NUMBERS)]
-    for number in NUMBERS:
-        env.simulator.add_number(number)
     cold = env.worker
-    with watch_log(SHARDS_LOGGER, "holding shard") as holding:
-        await cold.start()
-        await holding.seen_times(2, timeout_s=10)
+    ids = [await env.publish(send_body(f"{n}", sender=number)) for n, number in enumerate(NUMBERS)]
 
     async def all_taken() -> bool:
         queues = [topology.send_queue, topology.shard_queue(0), topology.shard_queue(1)]
@@ -420,9 +432,7 @@ async def test_a_shard_given_up_to_balance_is_neither_sent_from_nor_held_again_h
     finally:
         await warm.stop()
     assert {r["data"]["outcome"] for r in results.values()} == {"succeeded"}
-    for command_id in ids:
-        assert command_id is not None
-        assert len(env.sent_with_tag_of(command_id)) == 1
+    _each_sent_once(env, ids)
 
 
 async def test_a_worker_stopped_while_it_gives_a_shard_up_stops_cleanly(
@@ -430,13 +440,8 @@ async def test_a_worker_stopped_while_it_gives_a_shard_up_stops_cleanly(
 ) -> None:
     # Before, the stop cancelled the balance in the middle of its broker calls: the cancelled
     # call closed its channel, the connection dropped, and the stop raised CancelledError.
-    env = await make_worker_env(worker={"shards": 2, "shard_warmup_s": 0.5}, start=False)
-    for number in NUMBERS:
-        env.simulator.add_number(number)
+    env = await _alone_on_two_shards(make_worker_env, warmup_s=0.5)
     first = env.worker
-    with watch_log(SHARDS_LOGGER, "holding shard") as holding:
-        await first.start()
-        await holding.seen_times(2, timeout_s=10)
     second = Worker(env.settings, env.client)
     try:
         with watch_log(SHARDS_LOGGER, "giving shard") as giving:
@@ -453,9 +458,7 @@ async def test_a_worker_stopped_while_it_gives_a_shard_up_stops_cleanly(
     finally:
         await second.stop()
     assert {r["data"]["outcome"] for r in results.values()} == {"succeeded"}
-    for command_id in ids:
-        assert command_id is not None
-        assert len(env.sent_with_tag_of(command_id)) == 1
+    _each_sent_once(env, ids)
 
 
 async def test_each_shard_hands_its_holder_a_whole_prefetch(make_worker_env: MakeWorkerEnv) -> None:
