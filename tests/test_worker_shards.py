@@ -32,6 +32,8 @@ from bridge.events.tag import decode_tag
 from bridge.settings import Settings
 from bridge.simulator import Simulator
 from bridge.worker import Worker, WorkerState
+from tests.fixtures.broker import link_log
+from tests.fixtures.receiver import BrokerProxy
 from tests.fixtures.simulator import MakeSimulator
 from tests.fixtures.worker import (
     OTHER_SENDER,
@@ -346,27 +348,35 @@ async def test_a_worker_counts_itself_only_once_it_is_in_every_shards_line(
     env = await make_worker_env(worker={"shards": shards}, start=False)
     topology = env.topology
     queues = [topology.shard_queue(i) for i in range(shards)]
+    seen = await _consumers_once_present(env, queues, while_=env.worker.start)
+    assert all(counts == [1] * shards for counts in seen), seen
+
+
+async def _consumers_once_present(
+    env: WorkerEnv, queues: list[str], *, while_: Callable[[], Awaitable[object]]
+) -> list[list[int]]:
+    """While ``while_()`` runs (a worker starts, or comes back) and after: each time the presence
+    queue has a consumer, how many consume each of ``queues`` (three times at least)."""
     seen: list[list[int]] = []
     enough = asyncio.Event()
 
     async def watch() -> None:
-        # While the worker starts: once it is present, how many consume each shard queue.
         while True:
-            if await env.consumer_count(topology.presence_queue):
+            if await env.consumer_count(env.topology.presence_queue):
                 seen.append([await env.consumer_count(q) for q in queues])
                 if len(seen) >= 3:
                     enough.set()
 
     watcher = asyncio.create_task(watch())
     try:
-        await env.worker.start()
+        await while_()
         async with asyncio.timeout(10):
             await enough.wait()
     finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
-    assert all(counts == [1] * shards for counts in seen), seen
+    return seen
 
 
 async def _alone_on_two_shards(make_worker_env: MakeWorkerEnv, *, warmup_s: float) -> WorkerEnv:
@@ -385,6 +395,54 @@ def _each_sent_once(env: WorkerEnv, ids: Sequence[str | None]) -> None:
     for command_id in ids:
         assert command_id is not None
         assert len(env.sent_with_tag_of(command_id)) == 1
+
+
+async def _ack(message: AbstractIncomingMessage) -> None:
+    await message.ack()
+
+
+async def test_after_a_balance_a_reconnected_worker_is_counted_last_too(
+    make_worker_env: MakeWorkerEnv, broker_proxy: BrokerProxy, amqp: AbstractRobustConnection
+) -> None:
+    # A shard given up is consumed again by a new consumer, which a new session used to consume
+    # after the presence queue: on a reconnect the worker was counted before it was in that
+    # shard's line.
+    shards = 16
+    env = await make_worker_env(
+        worker={"shards": shards},
+        broker={"url": broker_proxy.url(), "reconnect_delay_s": 0.05, "connect_timeout_s": 2.0},
+        start=False,
+    )
+    topology = env.topology
+    worker = env.worker
+    with watch_log(SHARDS_LOGGER, "holding shard") as holding:
+        await worker.start()
+        await holding.seen_times(shards, timeout_s=10)
+    # Someone else on the presence queue: the worker counts two, and gives half its shards up.
+    channel = await amqp.channel()
+    presence = await channel.get_queue(topology.presence_queue, ensure=False)
+    with watch_log(SHARDS_LOGGER, "giving shard") as giving:
+        tag = await presence.consume(_ack)
+        await giving.seen_times(shards // 2, timeout_s=10)
+        await presence.cancel(tag)
+    given = sorted({int(str(r.args[0])) for r in giving.records if isinstance(r.args, tuple)})
+    await channel.close()
+    assert worker.shards is not None
+    await worker.shards.check()  # alone again: it gives up nothing more
+
+    # The shards given up first: they are the ones consumed anew.
+    queues = [topology.shard_queue(i) for i in given]
+    queues += [topology.shard_queue(i) for i in range(shards) if i not in given]
+    with link_log() as links:
+        await broker_proxy.cut()
+        await links.wait_for("lost the connection")
+
+    async def gone() -> bool:
+        return not await env.consumer_count(topology.presence_queue)
+
+    await _until(gone, timeout_s=10)  # the broker has dropped the old connection too
+    seen = await _consumers_once_present(env, queues, while_=broker_proxy.restore)
+    assert all(counts == [1] * shards for counts in seen), seen
 
 
 async def test_a_shard_given_up_to_balance_is_neither_sent_from_nor_held_again_here(

@@ -408,7 +408,16 @@ class Shards:
         if intake is not None:
             await intake.close()
         shard.intake = await self._consume(shard)
+        self._presence_last()
         await self._probe([shard.queue])
+
+    def _presence_last(self) -> None:
+        """Keep the presence queue the last thing consumed on every session, after a shard
+        consumed anew (see ``start``)."""
+        presence = self._presence
+        if presence is not None:
+            self._link.detach(presence.attach)
+            self._link.attach(presence.attach)
 
     async def _probe(self, queues: list[str]) -> None:
         for queue in queues:
