@@ -330,11 +330,11 @@ async def test_the_sharding_metrics_follow_the_shards_the_router_and_the_workers
 
 
 async def _until(predicate: Callable[[], Awaitable[bool]], *, timeout_s: float) -> None:
-    """Ask ``predicate`` again until it is true, for ``timeout_s`` (a queue's depth, read by a
-    passive declare, has no event to wait on)."""
+    """Ask ``predicate`` (a broker round trip: a queue's depth or consumers, read by a passive
+    declare, have no event to wait on) again until it is true, for ``timeout_s``."""
     async with asyncio.timeout(timeout_s):
-        while not await predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+        while not await predicate():
+            pass
 
 
 async def test_a_worker_counts_itself_only_once_it_is_in_every_shards_line(
